@@ -1,0 +1,164 @@
+"""Database engine, declarative base and the unit of work.
+
+All tables share one `MetaData` with an explicit naming convention, so constraint names are
+stable across migrations. Services never commit: the request or the task that owns a unit of
+work does (`unit_of_work`).
+"""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+from reference_impl.core.settings import Settings
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "PLATFORM_SCOPE",
+    "Base",
+    "async_url",
+    "create_engine",
+    "scope",
+    "scoped",
+    "unit_of_work",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every model; relationships must be declared `lazy="raise"`."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def async_url(url: str) -> str:
+    """Turn any PostgreSQL URL into the asyncpg dialect SQLAlchemy expects."""
+    for prefix in (
+        "postgresql+asyncpg://",
+        "postgresql://",
+        "postgres://",
+        "postgresql+psycopg://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("AUDIT_DATABASE_URL must be a postgresql:// URL")
+
+
+def create_engine(settings: Settings, *, purpose: str = "read") -> AsyncEngine:
+    """An async engine, sized and time-limited from settings.
+
+    The service keeps two pools: `read` for queries, exports and verification, and `ingest`
+    for the group committers. Heavy reads then cannot take the connections ingest needs,
+    and ingest gets a short command timeout: a frozen or unreachable server fails a commit
+    within `commit_timeout_s` (and trips the breaker) instead of hanging requests.
+    """
+    if settings.database_url is None:
+        raise ValueError("no database URL resolved")
+    ingest = purpose == "ingest"
+    timeout = settings.commit_timeout_s if ingest else settings.db_statement_timeout_ms / 1000 + 1
+    server_settings = {"application_name": f"auditkit-{purpose}", "timezone": "UTC"}
+    connect_args: dict[str, Any] = {}
+    if settings.db_pgbouncer:
+        # Behind PgBouncer in transaction pooling, a session setting or a named prepared
+        # statement would leak into (or be missing from) the next transaction's server
+        # connection: no statement cache, unique statement names, and the role and the
+        # timeout set per transaction by `scope()` instead of at connect.
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = lambda: f"__ak_{uuid.uuid4().hex}__"
+    else:
+        server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+        if settings.database_role:
+            server_settings["role"] = settings.database_role
+    url = async_url(settings.database_url.get_secret_value())
+    if settings.db_pgbouncer:
+        # SQLAlchemy's own per-connection statement cache too: a statement prepared on one
+        # server connection does not exist on the next transaction's.
+        url += ("&" if "?" in url else "?") + "prepared_statement_cache_size=0"
+    engine = create_async_engine(
+        url,
+        pool_size=settings.group_commit_committers + 2 if ingest else settings.db_pool_size,
+        max_overflow=2 if ingest else settings.db_max_overflow,
+        # The ingest path retries a failed commit anyway; a ping per checkout would cost
+        # every batch a round trip.
+        pool_pre_ping=not ingest,
+        pool_recycle=1800,
+        pool_timeout=settings.commit_timeout_s,
+        connect_args={
+            "server_settings": server_settings,
+            "timeout": settings.commit_timeout_s,
+            "command_timeout": timeout,
+            **connect_args,
+        },
+    )
+    if settings.db_pgbouncer:
+        _PER_TRANSACTION[engine.sync_engine] = {
+            "role": settings.database_role or "",
+            "statement_timeout": str(settings.db_statement_timeout_ms),
+        }
+    return engine
+
+
+# Settings `scope()` repeats in every transaction, for engines behind transaction pooling.
+_PER_TRANSACTION: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+PLATFORM_SCOPE = "*"
+
+
+# --8<-- [start:scope]
+async def scope(conn: AsyncConnection, tenants: Iterable[str] | str) -> None:
+    """Declare the tenants this transaction works for; row-level security enforces it.
+
+    ``tenants`` is one tenant id, several, or `PLATFORM_SCOPE` for an explicit
+    cross-tenant operation. The setting is transaction-local, so a pooled connection never
+    carries one request's scope into the next.
+    """
+    value = tenants if isinstance(tenants, str) else ",".join(sorted(set(tenants)))
+    local = _PER_TRANSACTION.get(conn.sync_engine)
+    if local is None:
+        await conn.execute(
+            text("SELECT set_config('auditkit.tenants', :tenants, true)"), {"tenants": value}
+        )
+        return
+    await conn.execute(
+        text(
+            "SELECT set_config('auditkit.tenants', :tenants, true),"
+            " set_config('statement_timeout', :timeout, true),"
+            " CASE WHEN :role = '' THEN '' ELSE set_config('role', :role, true) END"
+        ),
+        {"tenants": value, "timeout": local["statement_timeout"], "role": local["role"]},
+    )
+
+
+# --8<-- [end:scope]
+
+
+@asynccontextmanager
+async def scoped(
+    engine: AsyncEngine, tenants: Iterable[str] | str, *, write: bool = False
+) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction scoped to ``tenants`` (committed on exit if ``write``)."""
+    async with engine.begin() if write else engine.connect() as conn:
+        await scope(conn, tenants)
+        yield conn
+
+
+@asynccontextmanager
+async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction: committed when the block ends, rolled back if it raises."""
+    async with engine.begin() as conn:
+        yield conn

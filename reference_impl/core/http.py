@@ -1,0 +1,101 @@
+"""Request helpers shared by every domain's endpoints: bounded JSON bodies, app state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reference_impl.core.errors import PayloadTooLargeError, UnsupportedMediaTypeError
+from reference_impl.core.settings import Settings
+
+__all__ = [
+    "API_PREFIX",
+    "add_response_headers",
+    "app_state",
+    "deprecated",
+    "get_engine",
+    "get_settings_dep",
+    "read_json_body",
+]
+
+# Domain routers declare their routes under this prefix themselves, so that a route's path
+# template (the key of the access policy) is the full path a client calls.
+API_PREFIX = "/v1"
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """The raw body of a JSON request, refused early if it is not JSON or exceeds ``limit``.
+
+    The body is read in chunks and abandoned at ``limit`` + 1 bytes, so an oversized
+    upload costs the service no more memory than the bound.
+    """
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaTypeError("send the body as application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"the body is limited to {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"the body is limited to {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def add_response_headers(request: Request, headers: dict[str, str]) -> None:
+    """Headers the response must carry, whatever route or error produces it (the API
+    headers middleware adds them)."""
+    extra: dict[str, str] | None = getattr(request.state, "response_headers", None)
+    if extra is None:
+        extra = {}
+        request.state.response_headers = extra  # lives in scope["state"]
+    extra.update(headers)
+
+
+def app_state(request: Request, name: str) -> Any:
+    """An object the app factory put on `app.state`."""
+    return getattr(request.app.state, name)
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """FastAPI dependency: the service settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    """FastAPI dependency: the database engine."""
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+# --8<-- [start:deprecated]
+def deprecated(
+    *, since: datetime, sunset: datetime | None = None, link: str | None = None
+) -> dict[str, Any]:
+    """Route options that mark a route deprecated, for `@router.get(..., **deprecated(...))`.
+
+    Responses then carry `Deprecation: @<unix time>` (RFC 9745), `Sunset: <HTTP date>`
+    (RFC 8594) and a `Link` to the migration notes, and the OpenAPI document flags the
+    operation as deprecated.
+    """
+    headers = {"Deprecation": f"@{int(since.timestamp())}"}
+    if sunset is not None:
+        headers["Sunset"] = format_datetime(sunset.astimezone(UTC), usegmt=True)
+    if link is not None:
+        headers["Link"] = f'<{link}>; rel="deprecation"'
+
+    async def announce(request: Request) -> None:
+        add_response_headers(request, headers)
+
+    return {"deprecated": True, "dependencies": [Depends(announce)]}
+
+
+# --8<-- [end:deprecated]

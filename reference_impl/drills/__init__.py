@@ -1,0 +1,1 @@
+"""Drills: the `auditkit drill` commands that run the chaos experiments of `chaos/`."""

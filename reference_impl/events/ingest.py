@@ -1,0 +1,365 @@
+"""Ingest: put prepared events on their tenant's chain, many requests per transaction.
+
+Group commit: each API process runs a few committer tasks. A request hands its events to the
+committer that owns its tenant and waits; the committer takes everything that queued up
+while the previous transaction ran and writes it in one transaction. Under load, hundreds of
+requests share one commit, and an idle service still commits each request at once.
+
+Inside the transaction, the tenant's chain-head row is locked (`SELECT ... FOR UPDATE`), so
+writers of one tenant are serialised by PostgreSQL across every process: `seq` stays
+gapless and every `prev_hash` is the hash before it, however many API processes and workers
+write at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from reference_impl.core.db import scoped
+from reference_impl.core.errors import (
+    AuditError,
+    ConflictError,
+    DatabaseUnavailableError,
+    ProblemField,
+    ShuttingDownError,
+)
+from reference_impl.events import repository
+from reference_impl.events.repository import IndexEntry
+from reference_impl.events.validation import PreparedEvent, canonical_bytes, format_timestamp
+from reference_impl.integrity import ChainHead, KeyRing, chain_hash
+from reference_impl.observability.metrics import COMMIT_BATCH_EVENTS, COMMIT_SECONDS
+from reference_impl.transparency.service import append_leaves
+
+__all__ = ["GroupCommitter", "IngestResult", "StoredReceipt", "plan_batch"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReceipt:
+    """Where an event sits in its chain."""
+
+    event_id: str
+    seq: int
+    hash: str
+    recorded_at: str
+    key_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON receipt."""
+        return {
+            "event_id": self.event_id,
+            "seq": self.seq,
+            "hash": self.hash,
+            "recorded_at": self.recorded_at,
+            "key_id": self.key_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The receipt of one event, and whether this request stored it (False: a retry)."""
+
+    receipt: StoredReceipt
+    created: bool
+
+
+@dataclass(slots=True)
+class _Pending:
+    tenant: str
+    events: Sequence[PreparedEvent]
+    future: asyncio.Future[list[IngestResult]] = field(repr=False)
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """What one transaction writes and what each request gets back."""
+
+    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    index_rows: list[dict[str, Any]] = field(default_factory=list)
+    heads: dict[str, ChainHead] = field(default_factory=dict)
+    outcomes: list[list[IngestResult] | AuditError] = field(default_factory=list)
+
+
+def _receipt_of(entry: IndexEntry) -> StoredReceipt:
+    return StoredReceipt(
+        event_id=str(entry.event_id),
+        seq=entry.seq,
+        hash=entry.hash.hex(),
+        recorded_at=format_timestamp(entry.recorded_at),
+        key_id=entry.key_id,
+    )
+
+
+def plan_batch(
+    requests: Sequence[tuple[str, Sequence[PreparedEvent]]],
+    heads: dict[str, ChainHead],
+    existing: dict[tuple[str, Any], IndexEntry],
+    keyring: KeyRing,
+    now: datetime,
+) -> BatchPlan:
+    """Assign seqs, hash, sign and build rows for a batch of requests (no I/O).
+
+    A request is all-or-nothing: if any of its events reuses a stored `event_id` with other
+    content, the whole request gets a `ConflictError` and none of its events is written.
+    A retried event with the same content gets its original receipt.
+    """
+    plan = BatchPlan(heads=dict(heads))
+    recorded_at = format_timestamp(now)
+    seen: dict[tuple[str, Any], IndexEntry] = dict(existing)
+    for tenant, events in requests:
+        conflicts = [
+            ProblemField(
+                "this event_id was already recorded with different content",
+                pointer=f"/events/{i}/event_id" if len(events) > 1 else "/event_id",
+            )
+            for i, ev in enumerate(events)
+            if (prior := seen.get((tenant, ev.event_id))) is not None
+            and prior.content_digest != _digest(ev)
+        ]
+        if not conflicts:
+            conflicts = _conflicts_within(events)
+        if conflicts:
+            plan.outcomes.append(
+                ConflictError(
+                    "an event_id is reused with different content; nothing was stored",
+                    errors=[c.as_dict() for c in conflicts],
+                )
+            )
+            continue
+        results: list[IngestResult] = []
+        head = plan.heads[tenant]
+        for ev in events:
+            prior = seen.get((tenant, ev.event_id))
+            if prior is not None:
+                results.append(IngestResult(_receipt_of(prior), created=False))
+                continue
+            content = dict(ev.content)
+            content["tenant"] = tenant
+            content["recorded_at"] = recorded_at
+            canonical = canonical_bytes(content)
+            seq = head.next_seq
+            digest = chain_hash(head.head_hash, seq, canonical)
+            key_id, signature = keyring.sign(digest)
+            plan.event_rows.append(
+                {
+                    "tenant_id": tenant,
+                    "seq": seq,
+                    "recorded_at": now,
+                    "event_id": ev.event_id,
+                    "occurred_at": datetime.fromisoformat(content["occurred_at"]),
+                    "action": content["action"],
+                    "category": content["category"],
+                    "outcome": content["outcome"],
+                    "data_classification": content["data_classification"],
+                    "principal_id": content["principal"]["id"],
+                    "subject_id": content["target"].get("subject_id"),
+                    "canonical": canonical,
+                    "prev_hash": head.head_hash,
+                    "hash": digest,
+                    "key_id": key_id,
+                    "signature": signature,
+                }
+            )
+            entry = IndexEntry(
+                tenant_id=tenant,
+                event_id=ev.event_id,
+                seq=seq,
+                recorded_at=now,
+                content_digest=_digest(ev),
+                hash=digest,
+                key_id=key_id,
+            )
+            plan.index_rows.append(
+                {
+                    "tenant_id": tenant,
+                    "event_id": ev.event_id,
+                    "seq": seq,
+                    "recorded_at": now,
+                    "content_digest": entry.content_digest,
+                    "hash": digest,
+                    "key_id": key_id,
+                }
+            )
+            seen[(tenant, ev.event_id)] = entry
+            head = ChainHead(next_seq=seq + 1, head_hash=digest)
+            results.append(IngestResult(_receipt_of(entry), created=True))
+        plan.heads[tenant] = head
+        plan.outcomes.append(results)
+    plan.heads = {t: h for t, h in plan.heads.items() if h != heads.get(t)}
+    return plan
+
+
+def _digest(ev: PreparedEvent) -> bytes:
+    return ev.digest
+
+
+def _conflicts_within(events: Sequence[PreparedEvent]) -> list[ProblemField]:
+    first: dict[Any, bytes] = {}
+    out = []
+    for i, ev in enumerate(events):
+        prior = first.setdefault(ev.event_id, ev.digest)
+        if prior != ev.digest:
+            out.append(
+                ProblemField(
+                    "the same event_id appears earlier in this batch with different content",
+                    pointer=f"/events/{i}/event_id",
+                )
+            )
+    return out
+
+
+class GroupCommitter:
+    """Commits queued ingest requests in shared transactions.
+
+    Args:
+        engine: The database engine.
+        keyring: Signs each chain hash.
+        committers: Concurrent committer tasks; a tenant always goes to the same one, so
+            one process never has two transactions waiting on the same chain head.
+        max_events: Upper bound of events in one transaction.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, keyring: KeyRing, *, committers: int = 2, max_events: int = 2000
+    ) -> None:
+        self.engine = engine
+        self.keyring = keyring
+        self.max_events = max_events
+        self._queues: list[asyncio.Queue[_Pending]] = [asyncio.Queue() for _ in range(committers)]
+        self._tasks: list[asyncio.Task[None]] = []
+        self._known_tenants: set[str] = set()
+        self._closing = False
+
+    async def start(self) -> None:
+        """Start the committer tasks."""
+        self._tasks = [asyncio.create_task(self._run(q)) for q in self._queues]
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop."""
+        self._closing = True
+        for queue in self._queues:
+            await queue.join()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def submit(self, tenant: str, events: Sequence[PreparedEvent]) -> list[IngestResult]:
+        """Store ``events`` for ``tenant``; returns one result per event, in order.
+
+        Raises:
+            ConflictError: an `event_id` was reused with other content (nothing stored).
+            ServiceUnavailableError: the database could not commit; retry with the same ids.
+        """
+        if self._closing:
+            raise ShuttingDownError("this process is shutting down; retry", retry_after=1)
+        future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
+        queue = self._queues[zlib.crc32(tenant.encode()) % len(self._queues)]
+        queue.put_nowait(_Pending(tenant, events, future))
+        return await future
+
+    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+        while True:
+            batch = [await queue.get()]
+            size = len(batch[0].events)
+            while size < self.max_events and not queue.empty():
+                item = queue.get_nowait()
+                batch.append(item)
+                size += len(item.events)
+            try:
+                await self._commit_or_isolate(batch)
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    # --8<-- [start:commit-or-isolate]
+    async def _commit_or_isolate(self, batch: list[_Pending]) -> None:
+        try:
+            await self._commit(batch)
+        except Exception as exc:
+            if len(batch) > 1 and _blames_a_row(exc):
+                # One request's data broke the statement: commit each on its own so the
+                # others still land and only the culprit gets the error.
+                for item in batch:
+                    await self._commit_or_isolate([item])
+                return
+            error = _as_problem(exc)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+
+    # --8<-- [end:commit-or-isolate]
+
+    # --8<-- [start:commit]
+    async def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        tenants = sorted({p.tenant for p in batch})
+        fresh = [t for t in tenants if t not in self._known_tenants]
+        if fresh:
+            async with scoped(self.engine, fresh, write=True) as conn:
+                await repository.ensure_tenants(conn, fresh)
+            self._known_tenants.update(fresh)
+        async with scoped(self.engine, tenants, write=True) as conn:
+            heads = await repository.lock_heads(conn, tenants)
+            if len(heads) != len(tenants):
+                # The database lost a head this process thought existed (a restored or
+                # recreated database): forget what we knew and let the caller retry.
+                self._known_tenants.clear()
+                raise DatabaseUnavailableError("chain heads were reset; retry", retry_after=1)
+            keys = [(p.tenant, ev.event_id) for p in batch for ev in p.events]
+            existing = await repository.find_existing(conn, keys)
+            plan = plan_batch(
+                [(p.tenant, p.events) for p in batch], heads, existing, self.keyring, _now()
+            )
+            await repository.insert_events(conn, plan.event_rows, plan.index_rows)
+            await append_leaves(conn, plan.event_rows)
+            await repository.update_heads(conn, plan.heads)
+        COMMIT_SECONDS.observe(time.perf_counter() - started)
+        COMMIT_BATCH_EVENTS.observe(len(plan.event_rows))
+        for item, outcome in zip(batch, plan.outcomes, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(outcome, AuditError):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
+
+    # --8<-- [end:commit]
+
+
+def _now() -> datetime:
+    # PostgreSQL keeps microseconds; so does the canonical timestamp.
+    return datetime.now(UTC)
+
+
+def _blames_a_row(exc: BaseException) -> bool:
+    """Errors caused by a value in the data (SQLSTATE class 22 or 23), not by the server."""
+    if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return isinstance(code, str) and code[:2] in {"22", "23"}
+    return False
+
+
+def _as_problem(exc: BaseException) -> AuditError:
+    if isinstance(exc, AuditError):
+        return exc
+    if isinstance(exc, SQLAlchemyError | OSError | asyncio.TimeoutError):
+        log.error("ingest.commit_failed", error=type(exc).__name__, message=str(exc)[:300])
+        return DatabaseUnavailableError(
+            "the event store is unavailable; retry with the same event_id", retry_after=2
+        )
+    log.exception("ingest.unexpected_error")
+    return AuditError("the event could not be stored; retry with the same event_id")

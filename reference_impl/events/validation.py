@@ -1,0 +1,328 @@
+"""From request bytes to prepared events: parse strictly, sanitize, bound, canonicalize.
+
+The pipeline runs in stages and collects every problem before it answers, so a client learns
+about all bad fields at once (each named by an RFC 6901 JSON pointer):
+
+1. size of the body (a 413 before any parsing);
+2. strict schema parsing (`AuditEventIn`): types, enums, patterns, lengths, unknown fields;
+3. sanitization of `details` with its depth and size bounds;
+4. clock skew of `occurred_at` against the server clock;
+5. the size of the event's canonical bytes.
+
+Nothing is stored unless every event of the request passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reference_impl.core.errors import (
+    PayloadTooLargeError,
+    ProblemField,
+    SanitizationError,
+    ValidationFailedError,
+)
+from reference_impl.core.settings import Settings
+from reference_impl.events.sanitize import DetailsError, sanitize_details
+from reference_impl.events.schemas import (
+    ACTION_PATTERN,
+    IDENT_PATTERN,
+    RESOURCE_TYPE_PATTERN,
+    AuditEventIn,
+)
+from reference_impl.integrity import CanonicalizationError, canonicalize
+
+__all__ = [
+    "BatchIn",
+    "PreparedEvent",
+    "canonical_bytes",
+    "content_digest",
+    "format_timestamp",
+    "parse_batch",
+    "parse_event",
+    "prepared_from_content",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """A valid, sanitized event ready for the chain.
+
+    Attributes:
+        event_id: The client's idempotency key.
+        content: The sanitized client content, JSON-ready (timestamps normalised to UTC);
+            configured fields are replaced by ciphertext before the event is stored.
+        digest: Idempotency digest of the plaintext content (see `content_digest`): equal
+            digests mean "same content", whatever the ciphertext of encrypted fields.
+    """
+
+    event_id: UUID
+    content: dict[str, Any]
+    digest: bytes
+
+
+# --8<-- [start:canonical-bytes]
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _orjson_is_rfc8785(value: Any) -> bool:
+    """Whether orjson's sorted output of ``value`` is its RFC 8785 form, byte for byte.
+
+    It is for JSON made only of objects with ASCII member names, arrays, strings, integers
+    within the I-JSON range, booleans and null: for those, sorting names by UTF-16 code
+    units (RFC 8785 §3.2.3) is sorting them by bytes, as orjson does, and orjson escapes
+    strings exactly as RFC 8785 §3.2.2.2 does (`\\b \\t \\n \\f \\r`, other controls as
+    `\\u00xx`, everything else verbatim in UTF-8). Numbers with a fraction or an exponent
+    are where the two differ (ECMAScript's number form), so any float takes the reference
+    path, as does any other type.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii() or not _orjson_is_rfc8785(item):
+                return False
+        return True
+    if kind is list:
+        return all(_orjson_is_rfc8785(item) for item in value)
+    if kind is int:
+        return bool(-_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER)
+    return False
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """RFC 8785 canonical bytes of ``value``: the same bytes as `integrity.canonicalize`.
+
+    The common shape of an audit event (strings, small integers, booleans, ASCII member
+    names) is serialised by orjson in C; anything else goes to the reference implementation
+    (`rfc8785`), which also raises `CanonicalizationError` for what has no canonical form.
+    A property test checks the two agree on arbitrary JSON.
+    """
+    try:
+        if _orjson_is_rfc8785(value):
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, RecursionError):
+        pass  # a lone surrogate or deep nesting: the reference path names the problem
+    return canonicalize(value)
+
+
+# --8<-- [end:canonical-bytes]
+
+
+def content_digest(canonical: bytes, key: bytes | None) -> bytes:
+    """The idempotency digest of an event's canonical plaintext bytes.
+
+    Keyed (HMAC-SHA256 with the server pepper) when a key is given: the digest is stored,
+    and an unkeyed hash of an event whose other fields are known would let anyone with the
+    table test guesses of an encrypted low-entropy field, such as an IP address.
+    """
+    if key is None:
+        return hashlib.sha256(canonical).digest()
+    return hmac.new(key, canonical, hashlib.sha256).digest()
+
+
+class BatchIn(BaseModel):
+    """Body of `POST /v1/events:batch`."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    events: list[AuditEventIn] = Field(min_length=1)
+
+
+def prepared_from_content(payload: bytes, digest: bytes | None = None) -> PreparedEvent:
+    """Rebuild a prepared event from content this service validated earlier (a queue entry).
+
+    ``digest`` is the idempotency digest recorded with it; without one, it is computed
+    from the content as it is (unkeyed).
+
+    Raises:
+        ValueError: the payload is not such content.
+    """
+    try:
+        content = orjson.loads(payload)
+        if not isinstance(content, dict):
+            raise ValueError("the event is not a JSON object")
+        if digest is None:
+            digest = content_digest(canonical_bytes(content), None)
+        return PreparedEvent(event_id=UUID(content["event_id"]), content=content, digest=digest)
+    except (KeyError, TypeError, CanonicalizationError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"not a prepared event: {type(exc).__name__}") from None
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and `Z`: one spelling per instant, so hashes agree."""
+    utc = value.astimezone(UTC)
+    if utc.year >= 1000:
+        # isoformat is the same text as the strftime below for four-digit years, without
+        # strftime's format parsing on every event.
+        return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --8<-- [start:parse-event]
+def parse_event(raw: bytes, settings: Settings, now: datetime | None = None) -> PreparedEvent:
+    """Parse one event from a request body.
+
+    Raises:
+        PayloadTooLargeError: the body exceeds `max_event_bytes`.
+        ValidationFailedError: any field is invalid; `errors` lists each by JSON pointer.
+    """
+    if len(raw) > settings.max_event_bytes:
+        raise PayloadTooLargeError(f"an event is limited to {settings.max_event_bytes} bytes")
+    try:
+        event = AuditEventIn.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        raise ValidationFailedError(_pydantic_fields(exc, prefix="")) from None
+    errors = _Errors()
+    prepared = _prepare(event, "", settings, now or datetime.now(UTC), errors)
+    errors.raise_if_any()
+    assert prepared is not None
+    return prepared
+
+
+# --8<-- [end:parse-event]
+
+
+def parse_batch(raw: bytes, settings: Settings, now: datetime | None = None) -> list[PreparedEvent]:
+    """Parse a batch body `{"events": [...]}`; all events pass or none is accepted.
+
+    Raises:
+        PayloadTooLargeError: the body exceeds `max_batch_bytes`.
+        ValidationFailedError: any event is invalid, or the batch is too long.
+    """
+    if len(raw) > settings.max_batch_bytes:
+        raise PayloadTooLargeError(f"a batch is limited to {settings.max_batch_bytes} bytes")
+    try:
+        batch = BatchIn.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        raise ValidationFailedError(_pydantic_fields(exc, prefix="")) from None
+    if len(batch.events) > settings.max_batch_events:
+        raise ValidationFailedError(
+            [ProblemField(f"at most {settings.max_batch_events} events", pointer="/events")]
+        )
+    errors = _Errors()
+    now = now or datetime.now(UTC)
+    prepared = [
+        _prepare(event, f"/events/{i}", settings, now, errors)
+        for i, event in enumerate(batch.events)
+    ]
+    errors.raise_if_any()
+    return [p for p in prepared if p is not None]
+
+
+class _Errors:
+    """Problems found so far; only sanitizer bounds broken → a `sanitization-error`."""
+
+    def __init__(self) -> None:
+        self.fields: list[ProblemField] = []
+        self.sanitization: list[ProblemField] = []
+
+    def __len__(self) -> int:
+        return len(self.fields) + len(self.sanitization)
+
+    def raise_if_any(self) -> None:
+        if self.fields:
+            raise ValidationFailedError(self.fields + self.sanitization)
+        if self.sanitization:
+            raise SanitizationError(self.sanitization)
+
+
+def _prepare(
+    event: AuditEventIn, pointer: str, settings: Settings, now: datetime, errors: _Errors
+) -> PreparedEvent | None:
+    start = len(errors)
+    content = event.model_dump(mode="json", exclude_none=True)
+    content["occurred_at"] = format_timestamp(event.occurred_at)
+    try:
+        content["details"] = sanitize_details(event.details)
+    except DetailsError as exc:
+        errors.sanitization.append(
+            ProblemField(exc.message, pointer=f"{pointer}/details{exc.pointer}")
+        )
+    if event.occurred_at > now + timedelta(seconds=settings.max_future_skew_s):
+        errors.fields.append(
+            ProblemField(
+                f"more than {settings.max_future_skew_s} s ahead of the server clock",
+                pointer=f"{pointer}/occurred_at",
+            )
+        )
+    if event.occurred_at < now - timedelta(days=settings.max_event_age_days):
+        errors.fields.append(
+            ProblemField(
+                f"older than {settings.max_event_age_days} days", pointer=f"{pointer}/occurred_at"
+            )
+        )
+    if len(errors) > start:
+        return None
+    canonical = canonical_bytes(content)
+    if len(canonical) > settings.max_event_bytes:
+        errors.fields.append(
+            ProblemField(
+                f"the event is larger than {settings.max_event_bytes} bytes once canonical",
+                pointer=pointer or "",
+            )
+        )
+        return None
+    return PreparedEvent(
+        event_id=event.event_id,
+        content=content,
+        digest=content_digest(canonical, _pepper(settings)),
+    )
+
+
+def _pepper(settings: Settings) -> bytes | None:
+    if settings.api_key_pepper is None:
+        return None
+    return _decoded(settings.api_key_pepper.get_secret_value())
+
+
+@functools.lru_cache(maxsize=8)
+def _decoded(secret: str) -> bytes:
+    # Decoded once per secret rather than once per event.
+    return base64.b64decode(secret)
+
+
+# Messages of these error types quote the input; say what is expected instead.
+_QUOTING_TYPES = {
+    "uuid_parsing": "must be a UUID",
+    "datetime_parsing": "must be an RFC 3339 timestamp with a time zone",
+    "datetime_from_date_parsing": "must be an RFC 3339 timestamp with a time zone",
+    "json_invalid": "the body is not valid JSON",
+    "value_error": None,
+}
+
+
+_PATTERN_MESSAGES = {
+    IDENT_PATTERN: "must not contain spaces, control characters, quotes or <>",
+    ACTION_PATTERN: "must be a dotted lower-case name like fhir.patient.read",
+    RESOURCE_TYPE_PATTERN: "must be a resource type name like Patient",
+}
+
+
+def _pydantic_fields(exc: ValidationError, prefix: str) -> list[ProblemField]:
+    fields = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = "".join(f"/{_escape(part)}" for part in err["loc"])
+        message = _QUOTING_TYPES.get(err["type"]) or err["msg"]
+        if err["type"] == "string_pattern_mismatch":
+            pattern = str((err.get("ctx") or {}).get("pattern", ""))
+            message = _PATTERN_MESSAGES.get(pattern, "has characters that are not allowed")
+        if err["type"] == "value_error":
+            message = err["msg"].removeprefix("Value error, ")
+        fields.append(ProblemField(message, pointer=prefix + loc))
+    return fields
+
+
+def _escape(part: str | int) -> str:
+    return str(part).replace("~", "~0").replace("/", "~1")

@@ -1,0 +1,104 @@
+"""The ingest path's canonical bytes are the RFC 8785 reference's, byte for byte.
+
+`canonical_bytes` serialises the common shape of an event with orjson and hands everything
+else to the `rfc8785` package. Every chain hash and Merkle leaf is computed over these
+bytes, so any difference from the reference would be a verification failure waiting to
+happen: the reference decides, on arbitrary JSON and on the corners where orjson and
+RFC 8785 disagree (floats, non-ASCII member names, UTF-16 ordering, lone surrogates,
+integers beyond the I-JSON range).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from reference_impl.core.errors import AuditError
+from reference_impl.core.settings import Settings
+from reference_impl.events.validation import canonical_bytes, parse_event
+from reference_impl.integrity import CanonicalizationError, canonicalize
+from tests.support.events import make_event
+
+pytestmark = pytest.mark.property
+
+SAFE_INT = 2**53 - 1
+
+# Names that sort differently by code point and by UTF-16 code unit, controls, escapes.
+tricky_text = st.sampled_from(
+    ["", "a", "\x00", "\x1f", "\x7f", '"', "\\", "/", "\u2028", "\ue000", "\U0001f600", "é"]
+)
+texts = st.text() | tricky_text
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-SAFE_INT - 3, max_value=SAFE_INT + 3)
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | texts
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(texts, children, max_size=5)
+        | st.dictionaries(st.text(alphabet="abcXYZ_-0", max_size=4), children, max_size=5)
+    ),
+    max_leaves=40,
+)
+
+
+def _reference(value: Any) -> bytes | type[Exception]:
+    try:
+        return canonicalize(value)
+    except CanonicalizationError:
+        return CanonicalizationError
+
+
+def _fast(value: Any) -> bytes | type[Exception]:
+    try:
+        return canonical_bytes(value)
+    except CanonicalizationError:
+        return CanonicalizationError
+
+
+@settings(max_examples=1500, deadline=None)
+@given(json_values)
+@example({"\ue000": 1, "\U0001f600": 2})
+@example({"b": [1.0, 1e21, -0.0, 5e-324], "a": "\ud800"})
+@example({"n": 2**53, "m": -(2**53)})
+@example([{"z": None, "y": True, "x": "\u2028\x00"}])
+def test_canonical_bytes_agree_with_the_reference(value: Any) -> None:
+    assert _fast(value) == _reference(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "action": st.from_regex(r"\A[a-z][a-z0-9_]{0,8}(\.[a-z0-9_]{1,8}){1,3}\Z"),
+            "reason": st.text(max_size=40),
+            "count": st.integers(min_value=-SAFE_INT, max_value=SAFE_INT),
+        }
+    )
+)
+def test_events_the_api_accepts_take_the_fast_path_and_match(fields: dict[str, Any]) -> None:
+    details = {"reason": fields["reason"], "n": fields["count"]}
+    body = make_event(action=fields["action"], details=details)
+    try:
+        prepared = parse_event(json.dumps(body).encode(), Settings())
+    except AuditError:  # refused by the API: nothing to compare
+        return
+    assert canonical_bytes(prepared.content) == rfc8785.dumps(prepared.content)
+
+
+def test_nesting_beyond_the_reference_limit_is_refused_alike() -> None:
+    deep: Any = "leaf"
+    for _ in range(5000):
+        deep = [deep]
+    assert _fast(deep) is CanonicalizationError
+    assert _reference(deep) is CanonicalizationError

@@ -1,0 +1,107 @@
+"""Seq assignment, idempotency and conflicts of a group commit, without a database."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime
+
+from reference_impl.core.errors import ConflictError
+from reference_impl.core.settings import Settings
+from reference_impl.events.ingest import plan_batch
+from reference_impl.events.repository import IndexEntry
+from reference_impl.events.validation import PreparedEvent, parse_event
+from reference_impl.integrity import GENESIS_HASH, ChainHead, KeyRing, chain_hash
+from tests.support.events import make_event
+
+KEYRING = KeyRing({"k1": b"s" * 32}, "k1")
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def _prepared(**overrides: object) -> PreparedEvent:
+    return parse_event(json.dumps(make_event(**overrides)).encode(), Settings())
+
+
+def _head(n: int = 0, h: bytes = GENESIS_HASH) -> ChainHead:
+    return ChainHead(next_seq=n, head_hash=h)
+
+
+def test_seqs_continue_from_the_head_and_chain_links() -> None:
+    events = [_prepared() for _ in range(3)]
+    plan = plan_batch([("t", events)], {"t": _head(5, b"\x01" * 32)}, {}, KEYRING, NOW)
+    rows = plan.event_rows
+    assert [r["seq"] for r in rows] == [5, 6, 7]
+    assert rows[0]["prev_hash"] == b"\x01" * 32
+    for prev, row in itertools.pairwise(rows):
+        assert row["prev_hash"] == prev["hash"]
+    for row in rows:
+        assert row["hash"] == chain_hash(row["prev_hash"], row["seq"], row["canonical"])
+        assert KEYRING.verify(row["key_id"], row["hash"], row["signature"])
+    assert plan.heads == {"t": ChainHead(8, rows[-1]["hash"])}
+
+
+def test_tenants_have_separate_chains() -> None:
+    plan = plan_batch(
+        [("a", [_prepared()]), ("b", [_prepared()]), ("a", [_prepared()])],
+        {"a": _head(), "b": _head(3)},
+        {},
+        KEYRING,
+        NOW,
+    )
+    assert [(r["tenant_id"], r["seq"]) for r in plan.event_rows] == [("a", 0), ("b", 3), ("a", 1)]
+
+
+def test_canonical_covers_tenant_and_recorded_at() -> None:
+    plan = plan_batch([("t", [_prepared()])], {"t": _head()}, {}, KEYRING, NOW)
+    content = json.loads(plan.event_rows[0]["canonical"])
+    assert content["tenant"] == "t"
+    assert content["recorded_at"] == "2026-11-23T12:00:00.000000Z"
+
+
+def test_stored_duplicate_gets_its_original_receipt() -> None:
+    ev = _prepared()
+    entry = IndexEntry(
+        tenant_id="t",
+        event_id=ev.event_id,
+        seq=9,
+        recorded_at=NOW,
+        content_digest=ev.digest,
+        hash=b"\x02" * 32,
+        key_id="old",
+    )
+    plan = plan_batch([("t", [ev])], {"t": _head(10)}, {("t", ev.event_id): entry}, KEYRING, NOW)
+    [[result]] = plan.outcomes  # type: ignore[misc]
+    assert not result.created
+    assert (result.receipt.seq, result.receipt.key_id) == (9, "old")
+    assert plan.event_rows == [] and plan.heads == {}
+
+
+def test_conflicting_request_is_skipped_whole_others_proceed() -> None:
+    stored = _prepared()
+    entry = IndexEntry("t", stored.event_id, 0, NOW, b"\x00" * 32, b"\x03" * 32, "k1")
+    good = [_prepared()]
+    bad = [_prepared(), stored]
+    plan = plan_batch(
+        [("t", bad), ("t", good)], {"t": _head(1)}, {("t", stored.event_id): entry}, KEYRING, NOW
+    )
+    assert isinstance(plan.outcomes[0], ConflictError)
+    assert [r["seq"] for r in plan.event_rows] == [1]
+    assert plan.event_rows[0]["event_id"] == good[0].event_id
+
+
+def test_same_id_twice_in_one_batch() -> None:
+    ev = _prepared()
+    plan = plan_batch([("t", [ev, ev])], {"t": _head()}, {}, KEYRING, NOW)
+    [results] = plan.outcomes
+    assert [r.created for r in results] == [True, False]  # type: ignore[union-attr]
+    other = PreparedEvent(ev.event_id, {**ev.content, "outcome": "failure"}, ev.digest[::-1])
+    plan = plan_batch([("t", [ev, other])], {"t": _head()}, {}, KEYRING, NOW)
+    assert isinstance(plan.outcomes[0], ConflictError)
+
+
+def test_same_id_in_two_requests_of_one_batch() -> None:
+    ev = _prepared()
+    plan = plan_batch([("t", [ev]), ("t", [ev])], {"t": _head()}, {}, KEYRING, NOW)
+    first, second = plan.outcomes
+    assert first[0].created and not second[0].created  # type: ignore[index]
+    assert first[0].receipt == second[0].receipt  # type: ignore[index]
