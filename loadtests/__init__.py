@@ -1,0 +1,1 @@
+"""Load drills (Locust scenarios with thresholds) and the benchmark harness (`auditkit bench`)."""

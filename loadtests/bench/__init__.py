@@ -1,0 +1,1 @@
+"""The benchmark harness behind `auditkit bench`: its stack, load generator, phases, report."""

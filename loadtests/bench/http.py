@@ -1,0 +1,314 @@
+"""A lean HTTP/1.1 client for the benchmark: open-loop and closed-loop load on keep-alive.
+
+The load generator shares two cores with the service it measures, so every microsecond it
+spends is one the service does not get. Requests are built once as bytes; a connection is an
+`asyncio.Protocol` that parses only the status line, `Content-Length` and the body length.
+
+**Open loop.** Request *i* of a run at rate *r* is due at `start + i / r`, whether or not
+earlier requests were answered, and its latency is measured from that due time, not from
+when it could be sent. A service that stalls for a second therefore shows a second of
+latency on every request that was due meanwhile; a closed-loop client would simply have sent
+fewer requests and hidden it (coordinated omission). Requests that are due while every
+connection is busy wait for one, and that wait counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["HttpTarget", "LoadResult", "closed_loop", "open_loop", "request_bytes"]
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """Where requests go."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def from_url(cls, url: str) -> HttpTarget:
+        """Parse `http://host:port`."""
+        rest = url.removeprefix("http://").rstrip("/")
+        host, _, port = rest.partition(":")
+        return cls(host, int(port or 80))
+
+
+def request_bytes(
+    method: str, path: str, host: str, headers: dict[str, str], body: bytes = b""
+) -> bytes:
+    """One complete HTTP/1.1 keep-alive request."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    if body or method in {"POST", "PUT"}:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection with at most one request in flight."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection closed"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._parse()
+
+    def _parse(self) -> None:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        head = bytes(self.buffer[:end]).decode("latin-1")
+        lines = head.split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        if len(self.buffer) < end + 4 + length:
+            return
+        del self.buffer[: end + 4 + length]
+        waiter, self.waiter = self.waiter, None
+        if not waiter.done():
+            waiter.set_result(status)
+
+    async def send(self, request: bytes) -> int:
+        """Send one request and wait for its status."""
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return await self.waiter
+
+
+class _Pool:
+    """Connections to one target, opened on demand up to a bound."""
+
+    def __init__(self, target: HttpTarget, limit: int) -> None:
+        self.target = target
+        self.limit = limit
+        self.idle: deque[_Connection] = deque()
+        self.open = 0
+        self.waiting: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> _Connection:
+        while True:
+            while self.idle:
+                conn = self.idle.pop()
+                if not conn.closed:
+                    return conn
+                self.open -= 1
+            if self.open < self.limit:
+                self.open += 1
+                try:
+                    _, conn = await asyncio.get_running_loop().create_connection(
+                        _Connection, self.target.host, self.target.port
+                    )
+                except OSError:
+                    self.open -= 1
+                    raise
+                return conn
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiting.append(waiter)
+            await waiter
+
+    def release(self, conn: _Connection) -> None:
+        if conn.closed:
+            self.open -= 1
+        else:
+            self.idle.append(conn)
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    def close(self) -> None:
+        for conn in self.idle:
+            if conn.transport is not None:
+                conn.transport.close()
+        self.idle.clear()
+
+
+@dataclass
+class LoadResult:
+    """What one load run saw.
+
+    Attributes:
+        sent: Requests scheduled (open loop) or sent (closed loop).
+        statuses: Count of each HTTP status; `0` is a connection error or a request that was
+            still unanswered when the run gave up on it.
+        latencies_s: Latency of each answered request (open loop: from its due time).
+        elapsed_s: From the first due time to the last answer.
+        ok_events: Events in requests answered 200, 201 or 202.
+    """
+
+    sent: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    latencies_s: list[float] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    ok_events: int = 0
+
+    @property
+    def ok(self) -> int:
+        """Requests answered 200, 201 or 202."""
+        return sum(n for s, n in self.statuses.items() if s in (200, 201, 202))
+
+    @property
+    def unanswered(self) -> int:
+        """Requests with no HTTP answer (connection error, or gave up)."""
+        return self.statuses.get(0, 0)
+
+    @property
+    def events_per_s(self) -> float:
+        """Acknowledged events per second of the run."""
+        return self.ok_events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def _count(self, status: int) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+async def open_loop(
+    target: HttpTarget,
+    requests: Sequence[bytes],
+    rate: float,
+    *,
+    events_per_request: int = 1,
+    connections: int = 256,
+    grace_s: float = 10.0,
+    progress: Callable[[int], None] | None = None,
+) -> LoadResult:
+    """Send ``requests`` at ``rate`` per second on schedule, whatever the answers.
+
+    Args:
+        target: The service.
+        requests: Complete requests, one per slot (each with its own event ids).
+        rate: Requests per second offered.
+        events_per_request: Events each request carries (for events/s).
+        connections: Most connections open at once.
+        grace_s: After the last due time, how long answers are still awaited; requests
+            unanswered by then count as status 0 and have no latency.
+        progress: Called with the number of requests answered so far, now and then.
+    """
+    loop = asyncio.get_running_loop()
+    pool = _Pool(target, connections)
+    result = LoadResult(sent=len(requests))
+    interval = 1.0 / rate
+    start = loop.time() + 0.05
+    last = start
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(i: int, due: float) -> None:
+        nonlocal last
+        try:
+            conn = await pool.acquire()
+        except OSError:
+            result._count(0)
+            return
+        try:
+            status = await conn.send(requests[i])
+        except (ConnectionError, OSError):
+            result._count(0)
+            pool.release(conn)
+            return
+        done = loop.time()
+        pool.release(conn)
+        result._count(status)
+        result.latencies_s.append(done - due)
+        if status in (200, 201, 202):
+            result.ok_events += events_per_request
+        last = max(last, done)
+        if progress is not None and len(result.latencies_s) % 500 == 0:
+            progress(len(result.latencies_s))
+
+    for i in range(len(requests)):
+        due = start + i * interval
+        delay = due - loop.time()
+        if delay > 0.0005:
+            await asyncio.sleep(delay)
+        task = loop.create_task(one(i, due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=grace_s)
+        for task in still:
+            task.cancel()
+        for _ in still:
+            result._count(0)
+    result.elapsed_s = max(last - start, 1e-9)
+    pool.close()
+    return result
+
+
+async def closed_loop(
+    target: HttpTarget,
+    next_request: Callable[[], bytes],
+    *,
+    concurrency: int,
+    duration_s: float,
+    events_per_request: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> LoadResult:
+    """``concurrency`` clients each send a request as soon as their last one is answered.
+
+    For throughput at saturation (batches, queued ingest), where the question is how many
+    events per second get through, not how long a scheduled request waits.
+    """
+    loop = asyncio.get_running_loop()
+    pool = _Pool(target, concurrency)
+    result = LoadResult()
+    start = loop.time()
+    stop_at = start + duration_s
+    last = start
+
+    async def client() -> None:
+        nonlocal last
+        conn = await pool.acquire()
+        try:
+            while loop.time() < stop_at:
+                request = next_request()
+                result.sent += 1
+                sent_at = loop.time()
+                try:
+                    status = await conn.send(request)
+                except (ConnectionError, OSError):
+                    result._count(0)
+                    pool.release(conn)
+                    conn = await pool.acquire()
+                    continue
+                done = loop.time()
+                result._count(status)
+                result.latencies_s.append(done - sent_at)
+                if status in (200, 201, 202):
+                    result.ok_events += events_per_request
+                last = max(last, done)
+                if progress is not None:
+                    progress(result.ok_events)
+        finally:
+            pool.release(conn)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    result.elapsed_s = max(last - start, 1e-9)
+    pool.close()
+    return result
+
+
+def now() -> float:
+    """Monotonic seconds (for callers timing phases)."""
+    return time.perf_counter()

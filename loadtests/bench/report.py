@@ -1,0 +1,272 @@
+"""The benchmark's markdown report and its plots, rendered from the JSON of a run.
+
+`benchmark.md` is a pure function of `benchmark/benchmark.json`, so the committed report can
+be checked against its data, and a report can be re-rendered without measuring again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from loadtests.bench.run import BenchResult
+
+__all__ = ["GOALS", "PLOTS", "render_report", "write_report"]
+
+PLOTS = ("single-events.png", "throughput.png", "queries.png")
+
+# The goals of the performance work on a two-core machine with the load generator beside the
+# service (issue: load drills and the benchmark harness).
+GOALS = {
+    "single_events_per_s": 5000.0,
+    "p99_at_1000_ms": 25.0,
+    "batch_of_ceiling": 0.5,
+}
+
+
+def _n(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}{unit}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None or value != value:  # NaN: no samples
+        return "-"
+    return f"{value:,.1f}"
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _point_at(result: BenchResult, rate: float) -> dict[str, Any] | None:
+    return next((p for p in result.single if p["offered_per_s"] == rate), None)
+
+
+def summary_rows(result: BenchResult) -> list[tuple[str, str, str, str]]:
+    """(measure, result, goal, met) rows of the summary table."""
+    best = max((p["achieved_per_s"] for p in result.single), default=0.0)
+    at_1000 = _point_at(result, 1000.0)
+    p99_1000 = None if at_1000 is None else at_1000["latency"]["p99_ms"]
+    ratio = result.batch.get("of_ceiling", 0.0)
+    mem = result.memory
+    rows = [
+        (
+            "COPY ceiling (same rows, same database)",
+            _n(result.ceiling.get("events_per_s"), " events/s"),
+            "-",
+            "-",
+        ),
+        (
+            "single events: highest achieved rate",
+            _n(best, " events/s"),
+            f">= {GOALS['single_events_per_s']:,.0f} events/s",
+            _met(best >= GOALS["single_events_per_s"]),
+        ),
+        (
+            "single events: highest offered rate with p99 < 100 ms",
+            _n(result.sustained_rate_per_s, " events/s"),
+            "-",
+            "-",
+        ),
+        (
+            "single events: p99 at 1,000 events/s offered",
+            "-" if p99_1000 is None else f"{p99_1000:,.1f} ms",
+            f"< {GOALS['p99_at_1000_ms']:.0f} ms",
+            "-" if p99_1000 is None else _met(p99_1000 < GOALS["p99_at_1000_ms"]),
+        ),
+        (
+            f"batch ingest ({result.batch.get('batch_size', '-')} events a request)",
+            f"{_n(result.batch.get('events_per_s'), ' events/s')} ({ratio:.1%} of COPY)",
+            f">= {GOALS['batch_of_ceiling']:.0%} of COPY",
+            _met(ratio >= GOALS["batch_of_ceiling"]),
+        ),
+        ("queued mode: accept rate", _n(result.queued.get("accept_per_s"), " events/s"), "-", "-"),
+        (
+            "queued mode: drain rate (one worker)",
+            _n(result.queued.get("drain_per_s"), " events/s"),
+            "-",
+            "-",
+        ),
+        ("chain verification", _n(result.verification.get("events_per_s"), " events/s"), "-", "-"),
+        (
+            f"inclusion proof p99 at {result.proofs.get('tree_size', 0):,} events",
+            f"{_ms(result.proofs.get('latency', {}).get('p99_ms'))} ms",
+            "-",
+            "-",
+        ),
+        (
+            "API memory (RSS), start → end",
+            f"{mem['start']['api_mib']:,.0f} → {mem['end']['api_mib']:,.0f} MiB" if mem else "-",
+            "-",
+            "-",
+        ),
+        (
+            "worker memory (RSS), start → end",
+            f"{mem['start']['worker_mib']:,.0f} → {mem['end']['worker_mib']:,.0f} MiB"
+            if mem
+            else "-",
+            "-",
+            "-",
+        ),
+    ]
+    return rows
+
+
+def render_report(result: BenchResult, plot_dir: str = "benchmark") -> str:
+    """The markdown report of ``result``; plots are linked from ``plot_dir``."""
+    m = result.machine
+    c = result.config
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Written by `{result.command}` on {result.started_at}, in {result.seconds:,.0f} s, on a "
+        f"machine with {m['cpus']} CPUs and {m['memory_gib']} GiB of memory ({m['platform']}, "
+        f"Python {m['python']}). The load generator ran on the same machine as the service "
+        f"({c['api_workers']} API processes, one queue worker), PostgreSQL (fsync on) and Valkey "
+        "(append-only file fsynced on every write).",
+        "",
+        "## Summary",
+        "",
+        "| measure | result | goal | met |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {g} | {ok} |" for a, b, g, ok in summary_rows(result)),
+        "",
+        "## Single events, open loop",
+        "",
+        f"Each offered rate ran for {c['rate_seconds']:g} s, spread over {c['tenants']} tenants. "
+        "Requests were sent on schedule whatever the answers, and latency is measured from the "
+        "time a request was due, so a stall shows on every request it delayed.",
+        "",
+        "| offered events/s | achieved events/s | p50 ms | p99 ms | p99.9 ms | errors "
+        "| unanswered |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in result.single:
+        lat = p["latency"]
+        lines.append(
+            f"| {p['offered_per_s']:,.0f} | {p['achieved_per_s']:,.0f} | {_ms(lat['p50_ms'])} "
+            f"| {_ms(lat['p99_ms'])} | {_ms(lat['p999_ms'])} | {p['errors']} | {p['unanswered']} |"
+        )
+    lines += [
+        "",
+        f"![Latency and throughput of single events by offered rate]({plot_dir}/{PLOTS[0]})",
+        "",
+        "## Throughput by path",
+        "",
+        f"The COPY ceiling wrote {result.ceiling.get('events', 0):,} events of one tenant "
+        f"({result.ceiling.get('rows_per_event', 0):.2f} rows each: the event, its index row and "
+        "its Merkle nodes) in transactions of 20,000 events. Batch ingest ran "
+        f"{c['batch_concurrency']} clients for {c['batch_seconds']:g} s. Queued mode accepted "
+        f"for {c['queued_seconds']:g} s with the worker stopped, then one worker drained the "
+        f"stream in {result.queued.get('drain_seconds', 0):,.1f} s.",
+        "",
+        f"![Events per second by path]({plot_dir}/{PLOTS[1]})",
+        "",
+        "## Queries",
+        "",
+        f"{c['query_samples']} requests of each kind against the tenant of "
+        f"{result.ceiling.get('events', 0):,} events, one at a time, pages of 100. Every read "
+        "is itself recorded as an audit event (`AUDIT_RECORD_ACCESS`), so each latency includes "
+        "that commit.",
+        "",
+        "| query | p50 ms | p99 ms | rows (median) | errors |",
+        "|---|---|---|---|---|",
+    ]
+    for q in [*result.queries, {**result.proofs, "kind": "inclusion proof"}]:
+        if not q.get("latency"):
+            continue
+        lines.append(
+            f"| {q['kind']} | {_ms(q['latency']['p50_ms'])} | {_ms(q['latency']['p99_ms'])} "
+            f"| {q.get('rows_median', 0):,.0f} | {q['errors']} |"
+        )
+    lines += [
+        "",
+        f"![Query latency by kind]({plot_dir}/{PLOTS[2]})",
+        "",
+        f"The numbers behind this page are in [benchmark.json]({plot_dir}/benchmark.json).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: BenchResult, plot_dir: Path) -> None:
+    """Draw the three plots of the report into ``plot_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    offered = [p["offered_per_s"] for p in result.single]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+        left.plot(offered, [p["latency"][key] for p in result.single], marker="o", label=label)
+    left.axhline(100, color="grey", linestyle="--", linewidth=1, label="100 ms")
+    left.set_yscale("log")
+    left.set_xlabel("offered events/s")
+    left.set_ylabel("latency from due time (ms)")
+    left.set_title("Single-event latency, open loop")
+    left.legend()
+    right.plot(offered, offered, color="grey", linestyle="--", linewidth=1, label="offered")
+    right.plot(offered, [p["achieved_per_s"] for p in result.single], marker="o", label="achieved")
+    right.set_xlabel("offered events/s")
+    right.set_ylabel("events/s")
+    right.set_title("Single-event throughput")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(plot_dir / PLOTS[0], dpi=110)
+    plt.close(fig)
+
+    best = max((p["achieved_per_s"] for p in result.single), default=0.0)
+    bars = [
+        ("COPY ceiling", result.ceiling.get("events_per_s", 0.0)),
+        ("batch (HTTP)", result.batch.get("events_per_s", 0.0)),
+        ("single (HTTP)", best),
+        ("queued accept", result.queued.get("accept_per_s", 0.0)),
+        ("queued drain", result.queued.get("drain_per_s", 0.0)),
+        ("verification", result.verification.get("events_per_s", 0.0)),
+    ]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.barh([b[0] for b in bars][::-1], [b[1] for b in bars][::-1], color="tab:blue")
+    ax.set_xscale("log")
+    ax.set_xlabel("events/s (log scale)")
+    ax.set_title("Throughput by path")
+    for i, (_, value) in enumerate(bars[::-1]):
+        ax.text(value, i, f" {value:,.0f}", va="center")
+    fig.tight_layout()
+    fig.savefig(plot_dir / PLOTS[1], dpi=110)
+    plt.close(fig)
+
+    queries = [*result.queries]
+    if result.proofs.get("latency"):
+        queries.append({**result.proofs, "kind": "inclusion proof"})
+    names = [q["kind"] for q in queries]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    positions = range(len(names))
+    ax.barh(
+        [i + 0.2 for i in positions], [q["latency"]["p50_ms"] for q in queries], 0.4, label="p50"
+    )
+    ax.barh(
+        [i - 0.2 for i in positions], [q["latency"]["p99_ms"] for q in queries], 0.4, label="p99"
+    )
+    ax.set_yticks(list(positions), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms")
+    ax.set_title(f"Query latency, {result.ceiling.get('events', 0):,} events stored")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(plot_dir / PLOTS[2], dpi=110)
+    plt.close(fig)
+
+
+def write_report(result: BenchResult, out_dir: Path) -> Path:
+    """Write `benchmark.md`, `benchmark/benchmark.json` and the plots; return the report."""
+    plot_dir = out_dir / "benchmark"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    (plot_dir / "benchmark.json").write_text(result.to_json(), encoding="utf-8")
+    plot(result, plot_dir)
+    report = out_dir / "benchmark.md"
+    report.write_text(render_report(result), encoding="utf-8")
+    return report

@@ -1,0 +1,1 @@
+"""Locust scenarios: one module per drill, each a user class and its thresholds."""

@@ -1,0 +1,1 @@
+"""Benchmark: the `auditkit bench` command that runs the harness of `loadtests/bench/`."""

@@ -1,0 +1,100 @@
+"""`auditkit bench --quick` runs every phase of the harness end to end (a smoke test of the
+harness, not of the service's speed: no timing is asserted), and the committed report is
+the command's own output."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from datetime import UTC, datetime
+from uuid import UUID
+
+import orjson
+import pytest
+
+from loadtests.bench.bulk import _prepared
+from loadtests.bench.report import PLOTS, render_report
+from loadtests.bench.run import BenchConfig, BenchResult, sustained_rate
+from loadtests.scenarios.events import EventFactory
+from reference_impl.core.settings import Settings
+from reference_impl.events.validation import parse_event
+from tests.docs.blocks import DOCS_DIR, REPO_ROOT, docs_block, run_bash_block
+
+pytestmark = pytest.mark.load
+
+GUIDE = "guides/testing-strategies.md"
+COMMITTED = DOCS_DIR / "drills" / "benchmark.md"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_every_phase() -> None:
+    out = REPO_ROOT / ".auditkit" / "bench"
+    (out / "benchmark.md").unlink(missing_ok=True)
+    done = run_bash_block(GUIDE, "ts-bench-quick", timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = BenchResult.from_json((out / "benchmark" / "benchmark.json").read_text())
+    assert (out / "benchmark.md").read_text(encoding="utf-8") == render_report(result)
+    for name in PLOTS:
+        assert (out / "benchmark" / name).read_bytes()[:8] == PNG
+    quick = BenchConfig.quick()
+    assert result.ceiling["events"] == quick.events and result.ceiling["events_per_s"] > 0
+    assert [p["offered_per_s"] for p in result.single] == list(quick.rates)
+    assert all(p["latency"]["samples"] > 0 for p in result.single)
+    assert result.batch["requests"] > 0 and result.batch["errors"] == 0
+    assert result.queued["accepted"] > 0 and result.queued["drain_per_s"] > 0
+    # The log built with COPY is the one the service would have written: it verifies, and
+    # its inclusion proofs are served.
+    assert result.verification["valid"] is True
+    assert result.verification["events"] >= quick.events
+    assert result.proofs["errors"] == 0
+    assert {q["kind"] for q in result.queries} >= {"principal", "subject", "export (subject)"}
+    assert all(q["errors"] == 0 for q in result.queries)
+    assert result.memory["end"]["api_mib"] > 0 and result.memory["end"]["worker_mib"] > 0
+
+
+def test_bulk_events_are_what_validation_makes_of_them() -> None:
+    factory = EventFactory(seed=11, with_ip=False)
+    settings = Settings()
+    for _ in range(50):
+        prepared = _prepared(factory, None, _now())
+        body = orjson.dumps(prepared.content)
+        assert parse_event(body, settings).content == prepared.content
+        assert prepared.event_id == UUID(prepared.content["event_id"])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def test_sustained_rate_is_the_highest_rate_kept_under_the_goal() -> None:
+    def point(rate: float, achieved: float, p99: float) -> dict[str, object]:
+        latency = {"samples": 10, "p50_ms": 1.0, "p99_ms": p99, "p999_ms": p99}
+        return {
+            "offered_per_s": rate,
+            "achieved_per_s": achieved,
+            "latency": latency,
+            "errors": 0,
+            "unanswered": 0,
+        }
+
+    points = [point(100, 100, 20), point(200, 199, 80), point(400, 300, 50), point(800, 790, 400)]
+    assert sustained_rate(points, 100.0) == 200
+    assert sustained_rate([point(100, 100, 150)], 100.0) is None
+
+
+def test_the_committed_report_is_the_commands_output_for_its_data() -> None:
+    data = COMMITTED.parent / "benchmark" / "benchmark.json"
+    result = BenchResult.from_json(data.read_text(encoding="utf-8"))
+    assert COMMITTED.read_text(encoding="utf-8") == render_report(result)
+    for name in PLOTS:
+        assert (COMMITTED.parent / "benchmark" / name).read_bytes()[:8] == PNG
+    command = docs_block(GUIDE, "ts-bench-full").strip()
+    assert shlex.split(command) == ["uv", "run", *shlex.split(result.command)]
+    assert json.loads(data.read_text())["config"]["events"] >= 1_000_000
+
+
+def test_the_report_names_the_goals_and_whether_they_were_met() -> None:
+    text = COMMITTED.read_text(encoding="utf-8")
+    for goal in (">= 5,000 events/s", "< 25 ms", ">= 50% of COPY"):
+        assert goal in text
