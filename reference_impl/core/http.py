@@ -64,13 +64,15 @@ def app_state(request: Request, name: str) -> Any:
     return getattr(request.app.state, name)
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Dependencies are `async def` although they do not await: FastAPI runs a plain `def`
+# dependency in a worker thread, a hand-off that costs more than the lookup itself.
+async def get_settings_dep(request: Request) -> Settings:
     """FastAPI dependency: the service settings."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     """FastAPI dependency: the database engine."""
     engine: AsyncEngine = request.app.state.engine
     return engine

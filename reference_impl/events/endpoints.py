@@ -171,7 +171,7 @@ async def ingest_batch(
     return _json(body, 201 if created else 200)
 
 
-def _filters(
+async def _filters(
     start: Annotated[datetime | None, Query(description="occurred_at >= start (RFC 3339)")] = None,
     end: Annotated[datetime | None, Query(description="occurred_at < end (RFC 3339)")] = None,
     principal_id: Annotated[str | None, Query(max_length=256)] = None,
