@@ -126,7 +126,9 @@ def _verdict(environment: Environment, **_: Any) -> None:
         growth = memory_growth(memory_samples)
         if growth is None:
             problems.append("soak: fewer than 8 memory samples; run longer")
-        elif growth > MEMORY_GROWTH_LIMIT:
+        else:
+            print(f"soak: resident memory grew {growth:.1%} over {len(memory_samples)} samples")
+        if growth is not None and growth > MEMORY_GROWTH_LIMIT:
             problems.append(
                 f"soak: resident memory grew {growth:.1%} (at most {MEMORY_GROWTH_LIMIT:.0%})"
             )
