@@ -35,11 +35,12 @@ from reference_impl.core.errors import (
     ShuttingDownError,
 )
 from reference_impl.events import repository
+from reference_impl.events.batch_write import write_batch
 from reference_impl.events.repository import IndexEntry
 from reference_impl.events.validation import PreparedEvent, canonical_bytes, format_timestamp
 from reference_impl.integrity import ChainHead, KeyRing, chain_hash
 from reference_impl.observability.metrics import COMMIT_BATCH_EVENTS, COMMIT_SECONDS
-from reference_impl.transparency.service import append_leaves
+from reference_impl.transparency.service import plan_leaves
 
 __all__ = ["GroupCommitter", "IngestResult", "StoredReceipt", "plan_batch"]
 
@@ -324,9 +325,10 @@ class GroupCommitter:
             plan = plan_batch(
                 [(p.tenant, p.events) for p in batch], heads, existing, self.keyring, _now()
             )
-            await repository.insert_events(conn, plan.event_rows, plan.index_rows)
-            await append_leaves(conn, plan.event_rows)
-            await repository.update_heads(conn, plan.heads)
+            tree = await plan_leaves(conn, plan.event_rows)
+            await write_batch(
+                conn, plan.event_rows, plan.index_rows, tree.nodes, tree.frontiers, plan.heads
+            )
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         COMMIT_BATCH_EVENTS.observe(len(plan.event_rows))
         for item, outcome in zip(batch, plan.outcomes, strict=True):

@@ -32,6 +32,7 @@ from reference_impl.events.models import (
 from reference_impl.integrity import GENESIS_HASH, ChainHead
 
 __all__ = [
+    "EVENT_FIELDS",
     "EventFilter",
     "IndexEntry",
     "chain_head",
@@ -39,13 +40,11 @@ __all__ = [
     "ensure_tenants",
     "find_existing",
     "get_event",
-    "insert_events",
     "list_tenants",
     "lock_heads",
     "search",
     "stream_chain",
     "stream_events",
-    "update_heads",
 ]
 
 EVENTS = cast(Table, AuditEvent.__table__)
@@ -157,33 +156,8 @@ async def find_existing(
     }
 
 
-_INSERT_EVENTS = """
-WITH r AS (
-    SELECT * FROM unnest(
-        $1::text[], $2::bigint[], $3::timestamptz[], $4::uuid[], $5::timestamptz[],
-        $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-        $12::bytea[], $13::bytea[], $14::bytea[], $15::text[], $16::bytea[], $17::bytea[]
-    ) AS u(
-        tenant_id, seq, recorded_at, event_id, occurred_at, action, category, outcome,
-        data_classification, principal_id, subject_id, canonical, prev_hash, hash, key_id,
-        signature, content_digest
-    )
-), e AS (
-    INSERT INTO audit_events (
-        tenant_id, seq, recorded_at, event_id, occurred_at, action, category, outcome,
-        data_classification, principal_id, subject_id, canonical, prev_hash, hash, key_id,
-        signature
-    )
-    SELECT tenant_id, seq, recorded_at, event_id, occurred_at, action, category, outcome,
-        data_classification, principal_id, subject_id, canonical, prev_hash, hash, key_id,
-        signature
-    FROM r
-)
-INSERT INTO audit_event_index (tenant_id, event_id, seq, recorded_at, content_digest, hash, key_id)
-SELECT tenant_id, event_id, seq, recorded_at, content_digest, hash, key_id FROM r
-"""
-# The event row's fields in the order of the arrays above (the index's digest comes last).
-_EVENT_FIELDS = (
+# The event row's fields, in the order `batch_write` sends them as arrays.
+EVENT_FIELDS = (
     "tenant_id",
     "seq",
     "recorded_at",
@@ -201,43 +175,6 @@ _EVENT_FIELDS = (
     "key_id",
     "signature",
 )
-
-
-async def insert_events(
-    conn: AsyncConnection, events: list[dict[str, Any]], index: list[dict[str, Any]]
-) -> None:
-    """Insert event rows and their index rows, all in one statement.
-
-    ``index`` holds the index row of each event, in the same order.
-
-    Raises:
-        ValueError: The index rows do not follow the event rows one for one.
-    """
-    if not events:
-        return
-    if [(r["tenant_id"], r["seq"]) for r in index] != [(r["tenant_id"], r["seq"]) for r in events]:
-        raise ValueError("index rows must follow the event rows one for one")
-    columns = [[row[name] for row in events] for name in _EVENT_FIELDS]
-    columns.append([row["content_digest"] for row in index])
-    await conn.exec_driver_sql(_INSERT_EVENTS, tuple(columns))
-
-
-_UPDATE_HEADS = (
-    "UPDATE chain_heads AS h SET next_seq = v.next_seq, head_hash = v.head_hash,"
-    " updated_at = now()"
-    " FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS v(tenant_id, next_seq, head_hash)"
-    " WHERE h.tenant_id = v.tenant_id"
-)
-
-
-async def update_heads(conn: AsyncConnection, heads: dict[str, ChainHead]) -> None:
-    """Move the tenants' chain heads forward."""
-    if not heads:
-        return
-    tenants = sorted(heads)
-    seqs = [heads[t].next_seq for t in tenants]
-    hashes = [heads[t].head_hash for t in tenants]
-    await conn.exec_driver_sql(_UPDATE_HEADS, (tenants, seqs, hashes))
 
 
 async def ensure_partitions(conn: AsyncConnection, months_ahead: int) -> int:

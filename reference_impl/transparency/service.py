@@ -59,6 +59,7 @@ __all__ = [
     "IssuedCheckpoint",
     "TreeAudit",
     "TreeInconsistentError",
+    "TreeWrites",
     "WitnessedComparison",
     "append_leaves",
     "audit_tree",
@@ -69,6 +70,7 @@ __all__ = [
     "inclusion_proofs",
     "issue_checkpoint",
     "origin_of",
+    "plan_leaves",
     "root_at",
 ]
 
@@ -137,13 +139,27 @@ def origin_of(log_origin: str, tenant: str) -> str:
 
 
 # --8<-- [start:append-leaves]
-async def append_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str, Any]]) -> None:
-    """Add the events an ingest transaction inserts to their tenants' Merkle trees.
+@dataclass(frozen=True)
+class TreeWrites:
+    """What extending the trees writes: new perfect subtrees and the moved frontiers.
 
-    Called inside that transaction, right after the events are inserted, with the same
-    rows. The transaction holds each tenant's chain-head row lock (`SELECT ... FOR
-    UPDATE`), which serialises every writer of a tenant across processes; the frontier row
-    needs no lock of its own, and the tree can never disagree with a committed chain.
+    Attributes:
+        nodes: ``(tenant, level, index, hash)`` of each subtree the new leaves complete.
+        frontiers: The new frontier of each tenant whose tree grew.
+    """
+
+    nodes: list[tuple[str, int, int, bytes]]
+    frontiers: dict[str, Frontier]
+
+
+async def plan_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str, Any]]) -> TreeWrites:
+    """Compute how the events an ingest transaction inserts extend their tenants' trees.
+
+    Called inside that transaction with the rows it inserts; reads the frontiers, writes
+    nothing, so the caller can send these writes in the statement that inserts the events.
+    The transaction holds each tenant's chain-head row lock (`SELECT ... FOR UPDATE`),
+    which serialises every writer of a tenant across processes; the frontier row needs no
+    lock of its own, and the tree can never disagree with a committed chain.
 
     Args:
         conn: The ingest transaction's connection.
@@ -157,7 +173,7 @@ async def append_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str,
     for row in event_rows:
         by_tenant[row["tenant_id"]].append((row["seq"], row["canonical"]))
     if not by_tenant:
-        return
+        return TreeWrites([], {})
     tenants = sorted(by_tenant)
     frontiers = await repository.load_frontiers(conn, tenants)
     nodes: list[tuple[str, int, int, bytes]] = []
@@ -182,8 +198,14 @@ async def append_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str,
         )
         nodes.extend((tenant, level, index, h) for level, index, h in created)
         updated[tenant] = Frontier(size, tuple(frontier))
-    await repository.insert_nodes(conn, nodes)
-    await repository.save_frontiers(conn, updated)
+    return TreeWrites(nodes, updated)
+
+
+async def append_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str, Any]]) -> None:
+    """Extend the trees with already inserted events and write the result (`plan_leaves`)."""
+    writes = await plan_leaves(conn, event_rows)
+    await repository.insert_nodes(conn, writes.nodes)
+    await repository.save_frontiers(conn, writes.frontiers)
 
 
 # --8<-- [end:append-leaves]
