@@ -29,30 +29,15 @@ import orjson
 
 from loadtests.scenarios.events import EventFactory
 from reference_impl.events.ingest import plan_batch
+from reference_impl.events.repository import EVENT_FIELDS
 from reference_impl.events.validation import PreparedEvent, canonical_bytes, content_digest
 from reference_impl.integrity import GENESIS_HASH, ChainHead, KeyRing
 from reference_impl.integrity.merkle import extend_frontier, leaf_hash
 
 __all__ = ["BulkLog", "build_log"]
 
-EVENT_COLUMNS = (
-    "tenant_id",
-    "seq",
-    "recorded_at",
-    "event_id",
-    "occurred_at",
-    "action",
-    "category",
-    "outcome",
-    "data_classification",
-    "principal_id",
-    "subject_id",
-    "canonical",
-    "prev_hash",
-    "hash",
-    "key_id",
-    "signature",
-)
+# The columns the ingest path writes, in its order: COPY writes exactly those.
+EVENT_COLUMNS = EVENT_FIELDS
 INDEX_COLUMNS = ("tenant_id", "event_id", "seq", "recorded_at", "content_digest", "hash", "key_id")
 
 
