@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from loadtests.bench.floor import FloorServer
 from loadtests.bench.http import HttpTarget, LoadResult, closed_loop, open_loop, request_bytes
 from loadtests.bench.stack import BenchStack, TenantKey
 from loadtests.scenarios.events import (
@@ -31,6 +32,7 @@ __all__ = [
     "RatePoint",
     "ThroughputResult",
     "batch_ingest",
+    "http_floor",
     "percentile",
     "proof_latency",
     "queries",
@@ -152,8 +154,36 @@ async def single_event_sweep(
     """
     target = HttpTarget.from_url(stack.api_url)
     factory = EventFactory(seed=3)
-    cycle = itertools.cycle(keys)
     await _warm(target, keys, factory)
+    return await _sweep(target, keys, factory, rates, duration_s, on_rate, progress)
+
+
+async def http_floor(
+    floor: FloorServer,
+    keys: Sequence[TenantKey],
+    rates: Sequence[float],
+    duration_s: float,
+    *,
+    on_rate: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
+) -> list[RatePoint]:
+    """The single-event sweep's requests, at its pace, against the no-op server."""
+    target = HttpTarget.from_url(floor.url)
+    factory = EventFactory(seed=4)
+    await _warm(target, keys, factory)
+    return await _sweep(target, keys, factory, rates, duration_s, on_rate, progress)
+
+
+async def _sweep(
+    target: HttpTarget,
+    keys: Sequence[TenantKey],
+    factory: EventFactory,
+    rates: Sequence[float],
+    duration_s: float,
+    on_rate: Callable[[float], None] | None,
+    progress: Progress | None,
+) -> list[RatePoint]:
+    cycle = itertools.cycle(keys)
     points: list[RatePoint] = []
     for rate in rates:
         if on_rate is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from loadtests.bench.run import BenchResult
 
-__all__ = ["GOALS", "PLOTS", "render_report", "write_report"]
+__all__ = ["GOALS", "PLOTS", "floor_rate", "floor_reached", "render_report", "write_report"]
 
 PLOTS = ("single-events.png", "throughput.png", "queries.png")
 
@@ -44,9 +44,28 @@ def _point_at(result: BenchResult, rate: float) -> dict[str, Any] | None:
     return next((p for p in result.single if p["offered_per_s"] == rate), None)
 
 
+def floor_rate(result: BenchResult) -> float | None:
+    """The highest rate the no-op app achieved (None when the run did not measure it)."""
+    return max((p["achieved_per_s"] for p in result.floor), default=None)
+
+
+def floor_reached(result: BenchResult) -> bool:
+    """Whether the floor was found: the highest offered rate was no longer kept up with."""
+    if not result.floor:
+        return False
+    last = result.floor[-1]
+    return bool(last["achieved_per_s"] < 0.95 * last["offered_per_s"])
+
+
 def summary_rows(result: BenchResult) -> list[tuple[str, str, str, str]]:
     """(measure, result, goal, met) rows of the summary table."""
     best = max((p["achieved_per_s"] for p in result.single), default=0.0)
+    floor = floor_rate(result)
+    reached = floor_reached(result)
+    of_floor = f" ({best / floor:.0%} of the HTTP floor)" if floor and reached else ""
+    floor_text = _n(floor, " requests/s")
+    if floor is not None and not reached:
+        floor_text = f"above {floor_text} (kept up with every offered rate)"
     at_1000 = _point_at(result, 1000.0)
     p99_1000 = None if at_1000 is None else at_1000["latency"]["p99_ms"]
     ratio = result.batch.get("of_ceiling", 0.0)
@@ -59,8 +78,14 @@ def summary_rows(result: BenchResult) -> list[tuple[str, str, str, str]]:
             "-",
         ),
         (
+            "HTTP floor (no-op app, same server and processes)",
+            floor_text,
+            "-",
+            "-",
+        ),
+        (
             "single events: highest achieved rate",
-            _n(best, " events/s"),
+            _n(best, " events/s") + of_floor,
             f">= {GOALS['single_events_per_s']:,.0f} events/s",
             _met(best >= GOALS["single_events_per_s"]),
         ),
@@ -153,6 +178,30 @@ def render_report(result: BenchResult, plot_dir: str = "benchmark") -> str:
         "",
         f"![Latency and throughput of single events by offered rate]({plot_dir}/{PLOTS[0]})",
         "",
+    ]
+    if result.floor:
+        lines += [
+            "## HTTP floor",
+            "",
+            "The same requests, at the same pace, sent by the same client to a no-op ASGI app "
+            f"served by uvicorn with the service's options and {c['api_workers']} processes: "
+            "the body is read and a receipt-sized answer sent, nothing else. No service on this "
+            "server, on this machine, can answer faster; the distance between the two tables "
+            f"is the service's own work. Each rate ran for {c.get('floor_seconds', 0):g} s.",
+            "",
+            "| offered requests/s | achieved requests/s | p50 ms | p99 ms | p99.9 ms | errors "
+            "| unanswered |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for p in result.floor:
+            lat = p["latency"]
+            lines.append(
+                f"| {p['offered_per_s']:,.0f} | {p['achieved_per_s']:,.0f} "
+                f"| {_ms(lat['p50_ms'])} | {_ms(lat['p99_ms'])} | {_ms(lat['p999_ms'])} "
+                f"| {p['errors']} | {p['unanswered']} |"
+            )
+        lines.append("")
+    lines += [
         "## Throughput by path",
         "",
         f"The COPY ceiling wrote {result.ceiling.get('events', 0):,} events of one tenant "
@@ -211,6 +260,15 @@ def plot(result: BenchResult, plot_dir: Path) -> None:
     left.legend()
     right.plot(offered, offered, color="grey", linestyle="--", linewidth=1, label="offered")
     right.plot(offered, [p["achieved_per_s"] for p in result.single], marker="o", label="achieved")
+    if result.floor:
+        right.plot(
+            [p["offered_per_s"] for p in result.floor],
+            [p["achieved_per_s"] for p in result.floor],
+            marker="s",
+            linestyle=":",
+            color="tab:grey",
+            label="no-op app (HTTP floor)",
+        )
     right.set_xlabel("offered events/s")
     right.set_ylabel("events/s")
     right.set_title("Single-event throughput")
@@ -223,6 +281,7 @@ def plot(result: BenchResult, plot_dir: Path) -> None:
     bars = [
         ("COPY ceiling", result.ceiling.get("events_per_s", 0.0)),
         ("batch (HTTP)", result.batch.get("events_per_s", 0.0)),
+        ("HTTP floor (no-op)", floor_rate(result) or 0.0),
         ("single (HTTP)", best),
         ("queued accept", result.queued.get("accept_per_s", 0.0)),
         ("queued drain", result.queued.get("drain_per_s", 0.0)),

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from loadtests.bench import phases
 from loadtests.bench.bulk import build_log
+from loadtests.bench.floor import FloorServer
 from loadtests.bench.stack import BenchStack
 from reference_impl.integrity import KeyRing
 
@@ -49,6 +50,8 @@ class BenchConfig:
         batch_seconds: Seconds of batch load.
         queued_seconds: Seconds of queued-mode load (worker stopped).
         query_samples: Requests per query kind (and inclusion proofs).
+        floor_rates: Offered rates (requests/s) of the HTTP floor, open loop, lowest first.
+        floor_seconds: Seconds of load at each floor rate.
         api_workers: Processes of `auditkit serve --workers`.
         tenants: Tenants the ingest load spreads over (one API key each).
         latency_goal_ms: The p99 a rate must keep to count as sustained.
@@ -62,6 +65,8 @@ class BenchConfig:
     batch_seconds: float = 20.0
     queued_seconds: float = 10.0
     query_samples: int = 200
+    floor_rates: tuple[float, ...] = (2000, 4000, 6000, 8000, 10000, 12000)
+    floor_seconds: float = 5.0
     api_workers: int = 2
     tenants: int = 8
     latency_goal_ms: float = 100.0
@@ -78,6 +83,8 @@ class BenchConfig:
             batch_seconds=4.0,
             queued_seconds=3.0,
             query_samples=20,
+            floor_rates=(500.0, 1000.0),
+            floor_seconds=2.0,
             tenants=4,
         )
 
@@ -96,6 +103,7 @@ class BenchResult:
     ceiling: dict[str, Any] = field(default_factory=dict)
     single: list[dict[str, Any]] = field(default_factory=list)
     sustained_rate_per_s: float | None = None
+    floor: list[dict[str, Any]] = field(default_factory=list)
     batch: dict[str, Any] = field(default_factory=dict)
     queued: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
@@ -216,6 +224,31 @@ async def _run(
     result.sustained_rate_per_s = sustained_rate(result.single, config.latency_goal_ms)
     best = max((p.achieved_per_s for p in points), default=0.0)
     reporter.done("single events (open loop)", f"up to {best:,.0f} events/s")
+
+    total = sum(r * config.floor_seconds for r in config.floor_rates)
+    reporter.phase("HTTP floor (no-op app)", total)
+    floor = FloorServer(config.api_workers, stack.log_dir)
+    try:
+        floor.start()
+
+        def on_floor_rate(rate: float) -> None:
+            nonlocal offset
+            offset = sum(r * config.floor_seconds for r in config.floor_rates if r < rate)
+            reporter.advance(offset, f"{rate:g}/s offered")
+
+        floor_points = await phases.http_floor(
+            floor,
+            keys,
+            config.floor_rates,
+            config.floor_seconds,
+            on_rate=on_floor_rate,
+            progress=lambda n: reporter.advance(offset + n),
+        )
+    finally:
+        floor.close()
+    result.floor = [asdict(p) for p in floor_points]
+    top = max((p.achieved_per_s for p in floor_points), default=0.0)
+    reporter.done("HTTP floor (no-op app)", f"up to {top:,.0f} requests/s")
 
     reporter.phase("batch ingest", config.batch_seconds)
     started = time.perf_counter()

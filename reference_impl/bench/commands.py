@@ -60,6 +60,10 @@ def bench(
     rate_seconds: Annotated[
         float | None, typer.Option(min=1, help="Seconds of load at each rate.")
     ] = None,
+    floor_rates: Annotated[
+        str | None,
+        typer.Option(help="Offered rates of the HTTP floor (no-op app), e.g. 2000,6000."),
+    ] = None,
     batch_seconds: Annotated[float | None, typer.Option(min=1, help="Seconds of batches.")] = None,
     query_samples: Annotated[
         int | None, typer.Option(min=5, help="Requests per query kind.")
@@ -68,8 +72,8 @@ def bench(
         int | None, typer.Option(min=1, max=16, help="API processes (serve --workers).")
     ] = None,
 ) -> None:
-    """Benchmark the service on servers the run starts: COPY ceiling, single and batch
-    ingest, queued mode, verification, proofs, queries and memory."""
+    """Benchmark the service on servers the run starts: COPY ceiling, HTTP floor, single
+    and batch ingest, queued mode, verification, proofs, queries and memory."""
     try:
         from loadtests.bench.run import BenchConfig, run_benchmark
     except ImportError:
@@ -81,6 +85,7 @@ def bench(
         "events": events,
         "rates": None if rates is None else _rates(rates),
         "rate_seconds": rate_seconds,
+        "floor_rates": None if floor_rates is None else _rates(floor_rates),
         "batch_seconds": batch_seconds,
         "query_samples": query_samples,
         "api_workers": workers,

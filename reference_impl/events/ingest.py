@@ -93,12 +93,13 @@ class BatchPlan:
     outcomes: list[list[IngestResult] | AuditError] = field(default_factory=list)
 
 
-def _receipt_of(entry: IndexEntry) -> StoredReceipt:
+def _receipt_of(entry: IndexEntry, recorded_at: str | None = None) -> StoredReceipt:
+    # ``recorded_at``: the entry's time already formatted (one batch shares one time).
     return StoredReceipt(
         event_id=str(entry.event_id),
         seq=entry.seq,
         hash=entry.hash.hex(),
-        recorded_at=format_timestamp(entry.recorded_at),
+        recorded_at=recorded_at or format_timestamp(entry.recorded_at),
         key_id=entry.key_id,
     )
 
@@ -195,7 +196,7 @@ def plan_batch(
             )
             seen[(tenant, ev.event_id)] = entry
             head = ChainHead(next_seq=seq + 1, head_hash=digest)
-            results.append(IngestResult(_receipt_of(entry), created=True))
+            results.append(IngestResult(_receipt_of(entry, recorded_at), created=True))
         plan.heads[tenant] = head
         plan.outcomes.append(results)
     plan.heads = {t: h for t, h in plan.heads.items() if h != heads.get(t)}

@@ -22,7 +22,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -135,10 +135,26 @@ def create_key_file(path: Path, kek_id: str | None = None) -> str:
 class _DataKey:
     id: str
     key: bytes
+    # Built once per key: constructing AESGCM checks the key each time.
+    cipher: AESGCM = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, key_id: str, key: bytes) -> _DataKey:
+        return cls(key_id, key, AESGCM(key))
 
 
 def _split(pointer: str) -> list[str]:
     return [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+
+
+def _copy_path(root: dict[str, Any], parts: Sequence[str]) -> dict[str, Any]:
+    """Replace each object on ``parts`` below ``root`` by a copy; returns the last one."""
+    node = root
+    for part in parts:
+        child = dict(node[part])
+        node[part] = child
+        node = child
+    return node
 
 
 def _aad(tenant: str, event_id: str, pointer: str) -> bytes:
@@ -174,7 +190,7 @@ class FieldEncryptor:
                 await repository.insert_data_key(conn, key_id, tenant, kek_id, wrapped)
                 row = await repository.active_data_key(conn, tenant)
             assert row is not None
-        data_key = _DataKey(row.id, self.provider.unwrap(row.kek_id, bytes(row.wrapped)))
+        data_key = _DataKey.of(row.id, self.provider.unwrap(row.kek_id, bytes(row.wrapped)))
         self._active[tenant] = data_key
         self._by_id[data_key.id] = data_key.key
         return data_key
@@ -187,22 +203,27 @@ class FieldEncryptor:
         data_key = await self._data_key(tenant)
         out = []
         for event in events:
-            content = json.loads(json.dumps(event.content))  # a deep copy of plain JSON
+            content = event.content
             for pointer, parts in self.fields:
-                parent = content
+                node: Any = content
                 for part in parts[:-1]:
-                    parent = parent.get(part) if isinstance(parent, dict) else None
-                if not isinstance(parent, dict) or not isinstance(parent.get(parts[-1]), str):
+                    node = node.get(part) if isinstance(node, dict) else None
+                if not isinstance(node, dict) or not isinstance(node.get(parts[-1]), str):
                     continue
+                if content is event.content:
+                    content = dict(content)
+                # The event's own content stays as it was: only the objects on the way to
+                # the field are copied (plain JSON needs no deeper copy).
+                parent = _copy_path(content, parts[:-1])
                 nonce = secrets.token_bytes(12)
-                sealed = AESGCM(data_key.key).encrypt(
+                sealed = data_key.cipher.encrypt(
                     nonce,
                     parent[parts[-1]].encode(),
                     _aad(tenant, str(event.event_id), pointer),
                 )
                 blob = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
                 parent[parts[-1]] = f"{PREFIX}{data_key.id}:{blob}"
-            out.append(replace(event, content=content))
+            out.append(event if content is event.content else replace(event, content=content))
         return out
 
     # --8<-- [end:encrypt]

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from loadtests.bench.bulk import _prepared
-from loadtests.bench.report import PLOTS, render_report
+from loadtests.bench.report import PLOTS, render_report, summary_rows
 from loadtests.bench.run import BenchConfig, BenchResult, sustained_rate
 from loadtests.scenarios.events import EventFactory
 from reference_impl.core.settings import Settings
@@ -41,6 +41,9 @@ def test_quick_benchmark_runs_every_phase() -> None:
     assert result.ceiling["events"] == quick.events and result.ceiling["events_per_s"] > 0
     assert [p["offered_per_s"] for p in result.single] == list(quick.rates)
     assert all(p["latency"]["samples"] > 0 for p in result.single)
+    # The floor is measured with the same requests against the no-op app, all answered.
+    assert [p["offered_per_s"] for p in result.floor] == list(quick.floor_rates)
+    assert all(p["errors"] == 0 and p["latency"]["samples"] > 0 for p in result.floor)
     assert result.batch["requests"] > 0 and result.batch["errors"] == 0
     assert result.queued["accepted"] > 0 and result.queued["drain_per_s"] > 0
     # The log built with COPY is the one the service would have written: it verifies, and
@@ -98,3 +101,29 @@ def test_the_report_names_the_goals_and_whether_they_were_met() -> None:
     text = COMMITTED.read_text(encoding="utf-8")
     for goal in (">= 5,000 events/s", "< 25 ms", ">= 50% of COPY"):
         assert goal in text
+
+
+def _rate_point(rate: float, achieved: float) -> dict[str, object]:
+    latency = {"samples": 10, "p50_ms": 1.0, "p99_ms": 5.0, "p999_ms": 6.0}
+    return {
+        "offered_per_s": rate,
+        "achieved_per_s": achieved,
+        "latency": latency,
+        "errors": 0,
+        "unanswered": 0,
+    }
+
+
+def test_single_events_are_compared_with_the_floor_only_once_it_is_found() -> None:
+    result = BenchResult(command="auditkit bench", started_at="-", machine={}, config={})
+    result.single = [_rate_point(1000, 1000), _rate_point(2000, 1500)]
+    result.floor = [_rate_point(4000, 4000), _rate_point(8000, 6000)]
+    rows = {measure: value for measure, value, _, _ in summary_rows(result)}
+    assert rows["HTTP floor (no-op app, same server and processes)"] == "6,000 requests/s"
+    assert rows["single events: highest achieved rate"] == (
+        "1,500 events/s (25% of the HTTP floor)"
+    )
+    result.floor = [_rate_point(4000, 4000), _rate_point(8000, 7990)]
+    rows = {measure: value for measure, value, _, _ in summary_rows(result)}
+    assert rows["HTTP floor (no-op app, same server and processes)"].startswith("above 7,990")
+    assert rows["single events: highest achieved rate"] == "1,500 events/s"
