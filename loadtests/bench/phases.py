@@ -152,10 +152,7 @@ async def single_event_sweep(
     run stops at the first rate whose achieved throughput falls below half the offer,
     since every higher rate would only queue more.
     """
-    target = HttpTarget.from_url(stack.api_url)
-    factory = EventFactory(seed=3)
-    await _warm(target, keys, factory)
-    return await _sweep(target, keys, factory, rates, duration_s, on_rate, progress)
+    return await _sweep(stack.api_url, 3, keys, rates, duration_s, on_rate, progress)
 
 
 async def http_floor(
@@ -168,21 +165,21 @@ async def http_floor(
     progress: Progress | None = None,
 ) -> list[RatePoint]:
     """The single-event sweep's requests, at its pace, against the no-op server."""
-    target = HttpTarget.from_url(floor.url)
-    factory = EventFactory(seed=4)
-    await _warm(target, keys, factory)
-    return await _sweep(target, keys, factory, rates, duration_s, on_rate, progress)
+    return await _sweep(floor.url, 4, keys, rates, duration_s, on_rate, progress)
 
 
 async def _sweep(
-    target: HttpTarget,
+    url: str,
+    seed: int,
     keys: Sequence[TenantKey],
-    factory: EventFactory,
     rates: Sequence[float],
     duration_s: float,
     on_rate: Callable[[float], None] | None,
     progress: Progress | None,
 ) -> list[RatePoint]:
+    target = HttpTarget.from_url(url)
+    factory = EventFactory(seed=seed)
+    await _warm(target, keys, factory)
     cycle = itertools.cycle(keys)
     points: list[RatePoint] = []
     for rate in rates:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
 import platform
 import shlex
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,46 +205,31 @@ async def _run(
     keys = await stack.create_tenants([f"bench-{i}" for i in range(config.tenants)])
     log_keys = await stack.create_tenants([BULK_TENANT], keys_each=4)
 
-    total = sum(r * config.rate_seconds for r in config.rates)
-    reporter.phase("single events (open loop)", total)
-    offset = 0.0
-
-    def on_rate(rate: float) -> None:
-        nonlocal offset
-        offset = sum(r * config.rate_seconds for r in config.rates if r < rate)
-        reporter.advance(offset, f"{rate:g}/s offered")
-
-    points = await phases.single_event_sweep(
-        stack,
-        keys,
+    points = await _rate_phase(
+        reporter,
+        "single events (open loop)",
         config.rates,
         config.rate_seconds,
-        on_rate=on_rate,
-        progress=lambda n: reporter.advance(offset + n),
+        functools.partial(
+            phases.single_event_sweep, stack, keys, config.rates, config.rate_seconds
+        ),
     )
     result.single = [asdict(p) for p in points]
     result.sustained_rate_per_s = sustained_rate(result.single, config.latency_goal_ms)
     best = max((p.achieved_per_s for p in points), default=0.0)
     reporter.done("single events (open loop)", f"up to {best:,.0f} events/s")
 
-    total = sum(r * config.floor_seconds for r in config.floor_rates)
-    reporter.phase("HTTP floor (no-op app)", total)
     floor = FloorServer(config.api_workers, stack.log_dir)
     try:
         floor.start()
-
-        def on_floor_rate(rate: float) -> None:
-            nonlocal offset
-            offset = sum(r * config.floor_seconds for r in config.floor_rates if r < rate)
-            reporter.advance(offset, f"{rate:g}/s offered")
-
-        floor_points = await phases.http_floor(
-            floor,
-            keys,
+        floor_points = await _rate_phase(
+            reporter,
+            "HTTP floor (no-op app)",
             config.floor_rates,
             config.floor_seconds,
-            on_rate=on_floor_rate,
-            progress=lambda n: reporter.advance(offset + n),
+            functools.partial(
+                phases.http_floor, floor, keys, config.floor_rates, config.floor_seconds
+            ),
         )
     finally:
         floor.close()
@@ -314,6 +301,25 @@ async def _run(
 
     end_memory = phases.memory(stack)
     result.memory = {"start": asdict(start_memory), "end": asdict(end_memory)}
+
+
+async def _rate_phase(
+    reporter: Reporter,
+    name: str,
+    rates: tuple[float, ...],
+    seconds: float,
+    sweep: Callable[..., Awaitable[list[phases.RatePoint]]],
+) -> list[phases.RatePoint]:
+    """Run an open-loop sweep as one phase whose progress counts requests over all rates."""
+    reporter.phase(name, sum(r * seconds for r in rates))
+    offset = 0.0
+
+    def on_rate(rate: float) -> None:
+        nonlocal offset
+        offset = sum(r * seconds for r in rates if r < rate)
+        reporter.advance(offset, f"{rate:g}/s offered")
+
+    return await sweep(on_rate=on_rate, progress=lambda n: reporter.advance(offset + n))
 
 
 def run_benchmark(

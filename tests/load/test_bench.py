@@ -71,19 +71,14 @@ def _now() -> datetime:
 
 
 def test_sustained_rate_is_the_highest_rate_kept_under_the_goal() -> None:
-    def point(rate: float, achieved: float, p99: float) -> dict[str, object]:
-        latency = {"samples": 10, "p50_ms": 1.0, "p99_ms": p99, "p999_ms": p99}
-        return {
-            "offered_per_s": rate,
-            "achieved_per_s": achieved,
-            "latency": latency,
-            "errors": 0,
-            "unanswered": 0,
-        }
-
-    points = [point(100, 100, 20), point(200, 199, 80), point(400, 300, 50), point(800, 790, 400)]
+    points = [
+        _rate_point(100, 100, p99=20),
+        _rate_point(200, 199, p99=80),
+        _rate_point(400, 300, p99=50),
+        _rate_point(800, 790, p99=400),
+    ]
     assert sustained_rate(points, 100.0) == 200
-    assert sustained_rate([point(100, 100, 150)], 100.0) is None
+    assert sustained_rate([_rate_point(100, 100, p99=150)], 100.0) is None
 
 
 def test_the_committed_report_is_the_commands_output_for_its_data() -> None:
@@ -103,8 +98,8 @@ def test_the_report_names_the_goals_and_whether_they_were_met() -> None:
         assert goal in text
 
 
-def _rate_point(rate: float, achieved: float) -> dict[str, object]:
-    latency = {"samples": 10, "p50_ms": 1.0, "p99_ms": 5.0, "p999_ms": 6.0}
+def _rate_point(rate: float, achieved: float, p99: float = 5.0) -> dict[str, object]:
+    latency = {"samples": 10, "p50_ms": 1.0, "p99_ms": p99, "p999_ms": p99}
     return {
         "offered_per_s": rate,
         "achieved_per_s": achieved,
