@@ -10,7 +10,6 @@ never pass it, as batch ingest can approach the COPY ceiling of storage and neve
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from starlette.types import Receive, Scope, Send
 
+from chaos.harness import REPO_ROOT
 from reference_impl.core.embedded import find_free_port
 
 __all__ = ["FloorServer", "app"]
@@ -79,11 +79,6 @@ class FloorServer:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait until it accepts connections."""
-        root = str(Path(__file__).resolve().parents[2])
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-        }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -102,7 +97,7 @@ class FloorServer:
                     "--log-level",
                     "warning",
                 ],
-                env=env,
+                cwd=REPO_ROOT,  # `-m` puts it on the path: the app module is importable
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

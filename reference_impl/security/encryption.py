@@ -134,13 +134,13 @@ def create_key_file(path: Path, kek_id: str | None = None) -> str:
 @dataclass(frozen=True, slots=True)
 class _DataKey:
     id: str
-    key: bytes
-    # Built once per key: constructing AESGCM checks the key each time.
+    # Built once per key, for every field it seals or opens: constructing AESGCM checks the
+    # key each time. The cipher holds the key; nothing else needs its bytes.
     cipher: AESGCM = field(repr=False, compare=False)
 
     @classmethod
     def of(cls, key_id: str, key: bytes) -> _DataKey:
-        return cls(key_id, key, AESGCM(key))
+        return cls(key_id, AESGCM(key))
 
 
 def _split(pointer: str) -> list[str]:
@@ -175,7 +175,7 @@ class FieldEncryptor:
         self.provider = provider
         self.fields = [(p, _split(p)) for p in fields]
         self._active: dict[str, _DataKey] = {}
-        self._by_id: dict[str, bytes] = {}
+        self._by_id: dict[str, _DataKey] = {}
 
     async def _data_key(self, tenant: str) -> _DataKey:
         cached = self._active.get(tenant)
@@ -192,7 +192,7 @@ class FieldEncryptor:
             assert row is not None
         data_key = _DataKey.of(row.id, self.provider.unwrap(row.kek_id, bytes(row.wrapped)))
         self._active[tenant] = data_key
-        self._by_id[data_key.id] = data_key.key
+        self._by_id[data_key.id] = data_key
         return data_key
 
     # --8<-- [start:encrypt]
@@ -249,23 +249,23 @@ class FieldEncryptor:
     async def _open(self, tenant: str, event_id: str, pointer: str, value: str) -> str:
         try:
             key_id, blob = value[len(PREFIX) :].split(":", 1)
-            key = self._by_id.get(key_id) or await self._load(tenant, key_id)
-            if key is None:
+            data_key = self._by_id.get(key_id) or await self._load(tenant, key_id)
+            if data_key is None:
                 return value
             raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
-            plain = AESGCM(key).decrypt(raw[:12], raw[12:], _aad(tenant, event_id, pointer))
+            plain = data_key.cipher.decrypt(raw[:12], raw[12:], _aad(tenant, event_id, pointer))
             return plain.decode()
         except (ValueError, InvalidTag):
             return value  # not ours, or not for this place: shown as stored
 
-    async def _load(self, tenant: str, key_id: str) -> bytes | None:
+    async def _load(self, tenant: str, key_id: str) -> _DataKey | None:
         async with scoped(self.engine, tenant) as conn:
             row = await repository.data_key(conn, key_id)
         if row is None or row.wrapped is None:
             return None
-        key = self.provider.unwrap(row.kek_id, bytes(row.wrapped))
-        self._by_id[key_id] = key
-        return key
+        data_key = _DataKey.of(key_id, self.provider.unwrap(row.kek_id, bytes(row.wrapped)))
+        self._by_id[key_id] = data_key
+        return data_key
 
     async def rewrap_all(self, progress: Any = None) -> int:
         """Re-wrap every data key under the active key-encryption key; returns how many."""

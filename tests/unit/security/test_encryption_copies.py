@@ -41,7 +41,7 @@ def encryptor(monkeypatch: pytest.MonkeyPatch) -> FieldEncryptor:
         return key
 
     monkeypatch.setattr(enc, "_data_key", data_key)
-    enc._by_id[key.id] = key.key  # what _data_key would have remembered for reads
+    enc._by_id[key.id] = key  # what _data_key would have remembered for reads
     return enc
 
 
