@@ -25,6 +25,7 @@ __all__ = [
     "Base",
     "async_url",
     "create_engine",
+    "driver_connection",
     "scope",
     "scoped",
     "unit_of_work",
@@ -81,6 +82,15 @@ def create_engine(settings: Settings, *, purpose: str = "read") -> AsyncEngine:
         connect_args["prepared_statement_name_func"] = lambda: f"__ak_{uuid.uuid4().hex}__"
     else:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+        if ingest:
+            # The ingest statements stay prepared for the connection's life, and after five
+            # runs PostgreSQL may keep one generic plan for them, costed with the statistics
+            # of that moment. A service started on an empty database then looks up existing
+            # events by scanning the whole index table at every commit, long after the table
+            # has grown (measured: 3.4 ms instead of 0.02 ms per lookup, under the chain-head
+            # lock). Their arrays hold 1 to thousands of rows, which only a plan made for the
+            # values at hand gets right. (Behind PgBouncer nothing is reused: the same holds.)
+            server_settings["plan_cache_mode"] = "force_custom_plan"
         if settings.database_role:
             server_settings["role"] = settings.database_role
     url = async_url(settings.database_url.get_secret_value())
@@ -155,6 +165,27 @@ async def scoped(
     async with engine.begin() if write else engine.connect() as conn:
         await scope(conn, tenants)
         yield conn
+
+
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``, in the transaction ``conn`` has begun.
+
+    For the few fixed statements of the ingest transaction: through SQLAlchemy's execution
+    layer each one costs about twice the CPU of the driver call itself (measured: 1.78 ms
+    against 0.86 ms for a transaction of five), and that CPU is spent while the chain-head
+    lock is held. Errors then arrive as asyncpg's own exceptions, which the caller maps.
+
+    SQLAlchemy begins the driver's transaction at the first statement, not at `begin()`:
+    run one through ``conn`` first (`scope` does), or the driver would autocommit.
+
+    Raises:
+        RuntimeError: ``conn`` has no transaction on the driver yet.
+    """
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if driver is None or not driver.is_in_transaction():
+        raise RuntimeError("run a statement through the connection before using its driver")
+    return driver
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
 from reference_impl.events.repository import EVENT_FIELDS
 from reference_impl.integrity import ChainHead
@@ -75,7 +75,7 @@ SELECT 1
 
 # --8<-- [start:write-batch]
 async def write_batch(
-    conn: AsyncConnection,
+    driver: asyncpg.Connection,
     events: list[dict[str, Any]],
     index: list[dict[str, Any]],
     nodes: list[tuple[str, int, int, bytes]],
@@ -84,7 +84,9 @@ async def write_batch(
 ) -> None:
     """Insert events, index rows and Merkle nodes; move frontiers and heads: one statement.
 
-    ``index`` holds the index row of each event, in the same order.
+    ``driver`` is the asyncpg connection of the ingest transaction
+    (`core.db.driver_connection`); ``index`` holds the index row of each event, in the same
+    order.
 
     Raises:
         ValueError: The index rows do not follow the event rows one for one, or a frontier
@@ -107,7 +109,7 @@ async def write_batch(
     ]
     moved = sorted(heads)
     columns += [moved, [heads[t].next_seq for t in moved], [heads[t].head_hash for t in moved]]
-    await conn.exec_driver_sql(_WRITE_BATCH, tuple(columns))
+    await driver.execute(_WRITE_BATCH, *columns)
 
 
 # --8<-- [end:write-batch]

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import structlog
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reference_impl.core.db import scoped
+from reference_impl.core.db import driver_connection, scoped
 from reference_impl.core.errors import (
     AuditError,
     ConflictError,
@@ -35,6 +36,7 @@ from reference_impl.core.errors import (
     ShuttingDownError,
 )
 from reference_impl.events import repository
+from reference_impl.events.batch_read import read_batch_state
 from reference_impl.events.batch_write import write_batch
 from reference_impl.events.repository import IndexEntry
 from reference_impl.events.validation import PreparedEvent, canonical_bytes, format_timestamp
@@ -315,20 +317,21 @@ class GroupCommitter:
                 await repository.ensure_tenants(conn, fresh)
             self._known_tenants.update(fresh)
         async with scoped(self.engine, tenants, write=True) as conn:
-            heads = await repository.lock_heads(conn, tenants)
+            driver = await driver_connection(conn)
+            heads = await repository.lock_heads(driver, tenants)
             if len(heads) != len(tenants):
                 # The database lost a head this process thought existed (a restored or
                 # recreated database): forget what we knew and let the caller retry.
                 self._known_tenants.clear()
                 raise DatabaseUnavailableError("chain heads were reset; retry", retry_after=1)
             keys = [(p.tenant, ev.event_id) for p in batch for ev in p.events]
-            existing = await repository.find_existing(conn, keys)
+            state = await read_batch_state(driver, keys, tenants)
             plan = plan_batch(
-                [(p.tenant, p.events) for p in batch], heads, existing, self.keyring, _now()
+                [(p.tenant, p.events) for p in batch], heads, state.existing, self.keyring, _now()
             )
-            tree = await plan_leaves(conn, plan.event_rows)
+            tree = await plan_leaves(conn, plan.event_rows, state.frontiers)
             await write_batch(
-                conn, plan.event_rows, plan.index_rows, tree.nodes, tree.frontiers, plan.heads
+                driver, plan.event_rows, plan.index_rows, tree.nodes, tree.frontiers, plan.heads
             )
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         COMMIT_BATCH_EVENTS.observe(len(plan.event_rows))
@@ -349,17 +352,26 @@ def _now() -> datetime:
 
 
 def _blames_a_row(exc: BaseException) -> bool:
-    """Errors caused by a value in the data (SQLSTATE class 22 or 23), not by the server."""
+    """Errors caused by a value in the data (SQLSTATE class 22 or 23), not by the server.
+
+    The hot statements run on the asyncpg connection and raise asyncpg's errors; the
+    others pass through SQLAlchemy, which wraps the same errors in `DBAPIError`.
+    """
     if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
-        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        return isinstance(code, str) and code[:2] in {"22", "23"}
-    return False
+        exc = exc.orig  # type: ignore[assignment]
+    elif not isinstance(exc, asyncpg.PostgresError):
+        return False
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return isinstance(code, str) and code[:2] in {"22", "23"}
 
 
 def _as_problem(exc: BaseException) -> AuditError:
     if isinstance(exc, AuditError):
         return exc
-    if isinstance(exc, SQLAlchemyError | OSError | asyncio.TimeoutError):
+    if isinstance(
+        exc,
+        SQLAlchemyError | asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError,
+    ):
         log.error("ingest.commit_failed", error=type(exc).__name__, message=str(exc)[:300])
         return DatabaseUnavailableError(
             "the event store is unavailable; retry with the same event_id", retry_after=2

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
+import asyncpg
 import orjson
 from sqlalchemy import (
     Select,
@@ -38,7 +39,6 @@ __all__ = [
     "chain_head",
     "ensure_partitions",
     "ensure_tenants",
-    "find_existing",
     "get_event",
     "list_tenants",
     "lock_heads",
@@ -109,10 +109,10 @@ async def ensure_tenants(conn: AsyncConnection, tenants: Sequence[str]) -> None:
     await conn.execute(stmt, {"tenants": sorted(tenants), "genesis": GENESIS_HASH})
 
 
-# The ingest statements below run through `exec_driver_sql`: they are fixed strings, so there
-# is nothing for SQLAlchemy to compile, and asyncpg keeps them prepared per connection. Rows
-# travel as one array per column (`unnest`): one statement however many rows there are.
-# Errors still pass through SQLAlchemy, so the committer tells a bad row from a lost server.
+# The ingest transaction runs its fixed statements on the asyncpg connection itself
+# (`core.db.driver_connection`): there is nothing for SQLAlchemy to compile, asyncpg keeps
+# them prepared per connection, and rows travel as one array per column (`unnest`): one
+# statement however many rows there are. The committer maps asyncpg's errors itself.
 
 _LOCK_HEADS = (
     "SELECT tenant_id, next_seq, head_hash FROM chain_heads"
@@ -120,40 +120,13 @@ _LOCK_HEADS = (
 )
 
 
-async def lock_heads(conn: AsyncConnection, tenants: Sequence[str]) -> dict[str, ChainHead]:
-    """Lock the tenants' chain heads in tenant order and return them."""
-    rows = (await conn.exec_driver_sql(_LOCK_HEADS, (sorted(tenants),))).all()
-    return {r.tenant_id: ChainHead(next_seq=r.next_seq, head_hash=bytes(r.head_hash)) for r in rows}
+async def lock_heads(driver: asyncpg.Connection, tenants: Sequence[str]) -> dict[str, ChainHead]:
+    """Lock the tenants' chain heads in tenant order and return them.
 
-
-_FIND_EXISTING = (
-    "SELECT i.tenant_id, i.event_id, i.seq, i.recorded_at, i.content_digest, i.hash, i.key_id"
-    " FROM unnest($1::text[], $2::uuid[]) AS k(tenant_id, event_id)"
-    " JOIN audit_event_index AS i ON i.tenant_id = k.tenant_id AND i.event_id = k.event_id"
-)
-
-
-async def find_existing(
-    conn: AsyncConnection, keys: Sequence[tuple[str, UUID]]
-) -> dict[tuple[str, UUID], IndexEntry]:
-    """Index entries already stored for these `(tenant, event_id)` pairs."""
-    if not keys:
-        return {}
-    tenants = [tenant for tenant, _ in keys]
-    event_ids = [event_id for _, event_id in keys]
-    rows = (await conn.exec_driver_sql(_FIND_EXISTING, (tenants, event_ids))).all()
-    return {
-        (r.tenant_id, r.event_id): IndexEntry(
-            tenant_id=r.tenant_id,
-            event_id=r.event_id,
-            seq=r.seq,
-            recorded_at=r.recorded_at,
-            content_digest=bytes(r.content_digest),
-            hash=bytes(r.hash),
-            key_id=r.key_id,
-        )
-        for r in rows
-    }
+    ``driver`` is the asyncpg connection of a transaction (`core.db.driver_connection`).
+    """
+    rows = await driver.fetch(_LOCK_HEADS, sorted(tenants))
+    return {r[0]: ChainHead(next_seq=r[1], head_hash=bytes(r[2])) for r in rows}
 
 
 # The event row's fields, in the order `batch_write` sends them as arrays.

@@ -21,6 +21,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from reference_impl.core.db import driver_connection
 from reference_impl.core.errors import (
     IntegrityCompromisedError,
     NotFoundError,
@@ -152,7 +153,11 @@ class TreeWrites:
     frontiers: dict[str, Frontier]
 
 
-async def plan_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str, Any]]) -> TreeWrites:
+async def plan_leaves(
+    conn: AsyncConnection,
+    event_rows: Sequence[Mapping[str, Any]],
+    frontiers: Mapping[str, Frontier] | None = None,
+) -> TreeWrites:
     """Compute how the events an ingest transaction inserts extend their tenants' trees.
 
     Called inside that transaction with the rows it inserts; reads the frontiers, writes
@@ -164,6 +169,8 @@ async def plan_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str, A
     Args:
         conn: The ingest transaction's connection.
         event_rows: The inserted rows (each with `tenant_id`, `seq` and `canonical`).
+        frontiers: The tenants' frontiers, when the caller read them already (a tenant
+            without one has an empty tree); read here when not given.
 
     Raises:
         IntegrityCompromisedError: If a tenant's tree is ahead of the events being added,
@@ -175,7 +182,8 @@ async def plan_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str, A
     if not by_tenant:
         return TreeWrites([], {})
     tenants = sorted(by_tenant)
-    frontiers = await repository.load_frontiers(conn, tenants)
+    if frontiers is None:
+        frontiers = await repository.load_frontiers(conn, tenants)
     nodes: list[tuple[str, int, int, bytes]] = []
     updated: dict[str, Frontier] = {}
     for tenant in tenants:
@@ -224,7 +232,7 @@ async def catch_up(conn: AsyncConnection, tenant: str) -> int:
     head = await events_repository.chain_head(conn, tenant)
     if head is None or head.next_seq <= await repository.tree_size(conn, tenant):
         return 0
-    locked = (await events_repository.lock_heads(conn, [tenant]))[tenant]
+    locked = (await events_repository.lock_heads(await driver_connection(conn), [tenant]))[tenant]
     added = 0
     while (size := await repository.tree_size(conn, tenant)) < locked.next_seq:
         end = min(locked.next_seq, size + CATCH_UP_CHUNK)
