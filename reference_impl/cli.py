@@ -86,6 +86,7 @@ def serve(
 
     import uvicorn
 
+    from reference_impl.api import serving
     from reference_impl.api.app import create_app
     from reference_impl.core.migrate import is_current, upgrade
     from reference_impl.observability.logging import configure_logging
@@ -121,7 +122,14 @@ def serve(
             value = getattr(resolved, name)
             assert value is not None
             os.environ[f"AUDIT_{name.upper()}"] = value.get_secret_value()
-        uvicorn.run("reference_impl.cli:worker_app", factory=True, workers=workers, **options)
+        try:
+            status = serving.run(
+                "reference_impl.cli:worker_app", {**options, "factory": True}, workers
+            )
+        except OSError as exc:
+            fail(f"cannot listen on {resolved.host}:{resolved.port}: {exc.strerror or exc}")
+        if status:
+            fail("an API process failed to start; see its log above")
 
 
 def worker_app() -> FastAPI:

@@ -10,15 +10,15 @@ never pass it, as batch ingest can approach the COPY ceiling of storage and neve
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from starlette.types import Receive, Scope, Send
 
 from chaos.harness import REPO_ROOT
+from loadtests.bench.stack import wait_until_listening
+from reference_impl.api import serving
 from reference_impl.core.embedded import find_free_port
 
 __all__ = ["FloorServer", "app"]
@@ -60,10 +60,10 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class FloorServer:
-    """The no-op application under `uvicorn --workers N`, on a free loopback port.
+    """The no-op application served as `auditkit serve --workers N` serves the service.
 
-    The options are those of `auditkit serve`: uvloop and httptools (picked by uvicorn when
-    installed), no access log.
+    The same processes and sockets (`reference_impl.api.serving`) and the same options:
+    uvloop and httptools (picked by uvicorn when installed), no access log.
     """
 
     def __init__(self, workers: int, log_dir: Path) -> None:
@@ -78,42 +78,28 @@ class FloorServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server and wait until every process listens."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
-                    "uvicorn",
-                    "loadtests.bench.floor:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
+                    "loadtests.bench.floor",
                     str(self.port),
-                    "--workers",
                     str(self.workers),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
                 ],
                 cwd=REPO_ROOT,  # `-m` puts it on the path: the app module is importable
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the floor server exited; see {self.log_path}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    # Every worker imports and binds; a moment more lets all of them listen.
-                    time.sleep(1.0)
-                    return
-            except OSError:
-                time.sleep(0.2)
-        self.close()
-        raise RuntimeError(f"the floor server did not listen within {timeout:g} s")
+        try:
+            wait_until_listening(self.proc.pid, self.port, self.workers, timeout)
+        except TimeoutError:
+            self.close()
+            raise RuntimeError(
+                f"the floor server did not listen within {timeout:g} s; see {self.log_path}"
+            ) from None
 
     def close(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
@@ -125,3 +111,18 @@ class FloorServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def main(port: int, workers: int) -> int:
+    """Serve the no-op app on loopback ``port`` from ``workers`` processes."""
+    options = {
+        "host": "127.0.0.1",
+        "port": port,
+        "log_level": "warning",
+        "access_log": False,
+    }
+    return serving.run("loadtests.bench.floor:app", options, workers)
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]), int(sys.argv[2])))

@@ -17,10 +17,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["HttpTarget", "LoadResult", "closed_loop", "open_loop", "request_bytes"]
+__all__ = [
+    "HttpTarget",
+    "LoadResult",
+    "closed_loop",
+    "open_loop",
+    "request_bytes",
+    "spread_connections",
+]
 
 
 @dataclass(frozen=True)
@@ -256,6 +263,40 @@ async def open_loop(
     return result
 
 
+async def spread_connections(
+    target: HttpTarget,
+    count: int,
+    processes: int,
+    owner: Callable[[int], Awaitable[int | None]],
+) -> list[_Connection]:
+    """Open ``count`` connections, as evenly over the server's ``processes`` as they go.
+
+    A few keep-alive connections need not land evenly on a server's processes: the
+    kernel picks a process by a hash of the connection's addresses. A load balancer with
+    least-connections routing in front of the processes would spread them; so does this,
+    by asking ``owner`` which process holds each new connection (by the client's local
+    port) and closing the ones that land on a process that has its share already.
+    """
+    loop = asyncio.get_running_loop()
+    share = -(-count // processes)
+    held: dict[int | None, int] = {}
+    kept: list[_Connection] = []
+    for _ in range(count * 30):
+        if len(kept) == count:
+            break
+        transport, conn = await loop.create_connection(_Connection, target.host, target.port)
+        process = await owner(transport.get_extra_info("sockname")[1])
+        if process is not None and held.get(process, 0) >= share:
+            transport.close()
+            continue
+        held[process] = held.get(process, 0) + 1
+        kept.append(conn)
+    while len(kept) < count:  # the server would not spread them: take what comes
+        _, conn = await loop.create_connection(_Connection, target.host, target.port)
+        kept.append(conn)
+    return kept
+
+
 async def closed_loop(
     target: HttpTarget,
     next_request: Callable[[], bytes],
@@ -264,14 +305,18 @@ async def closed_loop(
     duration_s: float,
     events_per_request: int = 1,
     progress: Callable[[int], None] | None = None,
+    connections: Sequence[_Connection] = (),
 ) -> LoadResult:
     """``concurrency`` clients each send a request as soon as their last one is answered.
 
     For throughput at saturation (batches, queued ingest), where the question is how many
-    events per second get through, not how long a scheduled request waits.
+    events per second get through, not how long a scheduled request waits. Open
+    ``connections`` are used first (`spread_connections`); more are opened as needed.
     """
     loop = asyncio.get_running_loop()
     pool = _Pool(target, concurrency)
+    pool.idle.extend(connections)
+    pool.open = len(connections)
     result = LoadResult()
     start = loop.time()
     stop_at = start + duration_s

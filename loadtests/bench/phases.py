@@ -11,12 +11,20 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
 from loadtests.bench.floor import FloorServer
-from loadtests.bench.http import HttpTarget, LoadResult, closed_loop, open_loop, request_bytes
+from loadtests.bench.http import (
+    HttpTarget,
+    LoadResult,
+    closed_loop,
+    open_loop,
+    request_bytes,
+    spread_connections,
+)
 from loadtests.bench.stack import BenchStack, TenantKey
 from loadtests.scenarios.events import (
     ACTIONS,
@@ -215,6 +223,11 @@ async def _warm(target: HttpTarget, keys: Sequence[TenantKey], factory: EventFac
     await open_loop(target, requests, 50.0)
 
 
+async def _spread(stack: BenchStack, target: HttpTarget, count: int) -> list[Any]:
+    """``count`` connections spread evenly over the API processes, as a balancer would."""
+    return await spread_connections(target, count, stack.api_workers, stack.api_process_of)
+
+
 async def batch_ingest(
     stack: BenchStack,
     keys: Sequence[TenantKey],
@@ -246,6 +259,7 @@ async def batch_ingest(
         duration_s=duration_s,
         events_per_request=batch_size,
         progress=progress,
+        connections=await _spread(stack, target, concurrency),
     )
     return ThroughputResult(
         round(result.events_per_s, 1),
@@ -283,7 +297,12 @@ async def queued_ingest(
 
     before = await _stored_events(stack)
     result = await closed_loop(
-        target, next_request, concurrency=concurrency, duration_s=duration_s, progress=progress
+        target,
+        next_request,
+        concurrency=concurrency,
+        duration_s=duration_s,
+        progress=progress,
+        connections=await _spread(stack, target, concurrency),
     )
     accepted = result.ok
     started = time.perf_counter()

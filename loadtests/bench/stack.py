@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import psutil
 from chaos.harness import REPO_ROOT, ServiceProcess
 from reference_impl.core.embedded import EmbeddedPostgres, EmbeddedValkey, find_free_port
 
-__all__ = ["DATABASE", "POSTGRES_SETTINGS", "BenchStack", "TenantKey"]
+__all__ = ["DATABASE", "POSTGRES_SETTINGS", "BenchStack", "TenantKey", "wait_until_listening"]
 
 DATABASE = "auditkit"
 
@@ -79,6 +80,41 @@ def _tree_rss(pid: int | None) -> int:
     return total
 
 
+def wait_until_listening(pid: int, port: int, processes: int, timeout: float = 120.0) -> None:
+    """Wait until ``processes`` processes of ``pid``'s tree listen on ``port``.
+
+    The first process to answer a health check is not all of them: load started then would
+    open every connection on the processes that happen to be ready.
+
+    Raises:
+        TimeoutError: Fewer processes listen after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if _listening(pid, port) >= processes:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {processes} processes listen on port {port}")
+        time.sleep(0.2)
+
+
+def _listening(pid: int, port: int) -> int:
+    """Processes of ``pid``'s tree with a listening socket on ``port``."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    count = 0
+    for proc in procs:
+        try:
+            sockets = proc.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        count += any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in sockets)
+    return count
+
+
 class BenchStack:
     """PostgreSQL, Valkey, the API processes and a queue worker of one benchmark run.
 
@@ -123,6 +159,8 @@ class BenchStack:
             port=port,
         )
         self.api.start(timeout=120)
+        assert self.api.pid is not None
+        wait_until_listening(self.api.pid, port, self.api_workers)
 
     def start_worker(self) -> None:
         """Start one queue worker (`auditkit worker`)."""
@@ -158,6 +196,24 @@ class BenchStack:
         """Base URL of the API."""
         assert self.api is not None
         return self.api.url
+
+    async def api_process_of(self, client_port: int) -> int | None:
+        """The API process holding the connection from loopback port ``client_port``.
+
+        ``None`` when no process has accepted it within two seconds.
+        """
+        assert self.api is not None and self.api.pid is not None
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            for proc in psutil.Process(self.api.pid).children(recursive=True):
+                try:
+                    sockets = proc.net_connections(kind="tcp")
+                except psutil.Error:
+                    continue
+                if any(c.raddr and c.raddr.port == client_port for c in sockets):
+                    return proc.pid
+            await asyncio.sleep(0.01)
+        return None
 
     def api_rss(self) -> int:
         """Resident memory of the API (every process of it), in bytes."""

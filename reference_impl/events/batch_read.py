@@ -24,11 +24,22 @@ from reference_impl.transparency.repository import Frontier
 __all__ = ["BatchState", "read_batch_state"]
 
 # A row with an event id is an index entry; a row without one is a tenant's frontier.
+#
+# Each key is looked up on its own (a lateral subquery that `OFFSET 0` keeps from being
+# merged into a join): a batch's keys are at most a few thousand, and one primary-key probe
+# each is the right plan at any table size. As a plain join, PostgreSQL cannot estimate how
+# many rows the tenant policy (row-level security) lets through and may sort a scan of the
+# whole table instead: measured with 500 keys and 200,000 stored events, 39 ms per commit,
+# against 1 ms for the probes.
 _READ_BATCH_STATE = """
 SELECT i.tenant_id, i.event_id, i.seq, i.recorded_at, i.content_digest, i.hash, i.key_id,
        NULL::bigint AS tree_size, NULL::bytea[] AS frontier
 FROM unnest($1::text[], $2::uuid[]) AS k(tenant_id, event_id)
-JOIN audit_event_index AS i ON i.tenant_id = k.tenant_id AND i.event_id = k.event_id
+CROSS JOIN LATERAL (
+    SELECT * FROM audit_event_index AS x
+    WHERE x.tenant_id = k.tenant_id AND x.event_id = k.event_id
+    OFFSET 0
+) AS i
 UNION ALL
 SELECT f.tenant_id, NULL, NULL, NULL, NULL, NULL, NULL, f.tree_size, f.frontier
 FROM merkle_frontiers AS f

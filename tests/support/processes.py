@@ -65,14 +65,21 @@ class Service:
     url: str
     process: subprocess.Popen[bytes]
 
+    @property
+    def port(self) -> int:
+        """The TCP port it listens on."""
+        return int(self.url.rsplit(":", 1)[1])
+
 
 @contextmanager
-def running_service(env: dict[str, str], log: Path, timeout: float = 60) -> Iterator[Service]:
-    """`auditkit serve` in a child process, once it is ready."""
+def running_service(
+    env: dict[str, str], log: Path, *args: str, timeout: float = 60
+) -> Iterator[Service]:
+    """`auditkit serve [ARGS]` in a child process, once it is ready."""
     port = find_free_port()
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reference_impl", "serve", "--port", str(port)],
+            [sys.executable, "-m", "reference_impl", "serve", "--port", str(port), *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
