@@ -263,6 +263,7 @@ async def open_loop(
     return result
 
 
+# --8<-- [start:spread]
 async def spread_connections(
     target: HttpTarget,
     count: int,
@@ -295,6 +296,9 @@ async def spread_connections(
         _, conn = await loop.create_connection(_Connection, target.host, target.port)
         kept.append(conn)
     return kept
+
+
+# --8<-- [end:spread]
 
 
 async def closed_loop(

@@ -184,7 +184,8 @@ def render_report(result: BenchResult, plot_dir: str = "benchmark") -> str:
             "## HTTP floor",
             "",
             "The same requests, at the same pace, sent by the same client to a no-op ASGI app "
-            f"served by uvicorn with the service's options and {c['api_workers']} processes: "
+            "served as `auditkit serve` serves the service, with its options, sockets and "
+            f"{c['api_workers']} processes: "
             "the body is read and a receipt-sized answer sent, nothing else. No service on this "
             "server, on this machine, can answer faster; the distance between the two tables "
             f"is the service's own work. Each rate ran for {c.get('floor_seconds', 0):g} s.",

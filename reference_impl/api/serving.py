@@ -44,6 +44,7 @@ def balances_connections() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
+# --8<-- [start:reuse-port]
 def bind_reuse_port(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` that other processes may bind too."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -53,6 +54,9 @@ def bind_reuse_port(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
+
+
+# --8<-- [end:reuse-port]
 
 
 def _claim_port(host: str, port: int) -> int:
