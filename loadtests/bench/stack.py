@@ -62,17 +62,19 @@ def _secret() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def _tree_rss(pid: int | None) -> int:
-    """Resident memory of a process and its children, in bytes (0 when it is gone)."""
-    if pid is None:
-        return 0
+def _tree(pid: int) -> list[psutil.Process]:
+    """A process and all its children (none when it is gone)."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
+        return []
+
+
+def _tree_rss(pid: int | None) -> int:
+    """Resident memory of a process and its children, in bytes (0 when it is gone)."""
     total = 0
-    for proc in procs:
+    for proc in _tree(pid) if pid is not None else []:
         try:
             total += proc.memory_info().rss
         except psutil.NoSuchProcess:
@@ -100,13 +102,8 @@ def wait_until_listening(pid: int, port: int, processes: int, timeout: float = 1
 
 def _listening(pid: int, port: int) -> int:
     """Processes of ``pid``'s tree with a listening socket on ``port``."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
     count = 0
-    for proc in procs:
+    for proc in _tree(pid):
         try:
             sockets = proc.net_connections(kind="tcp")
         except psutil.Error:
