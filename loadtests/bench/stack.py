@@ -102,14 +102,18 @@ def wait_until_listening(pid: int, port: int, processes: int, timeout: float = 1
 
 def _listening(pid: int, port: int) -> int:
     """Processes of ``pid``'s tree with a listening socket on ``port``."""
-    count = 0
-    for proc in _tree(pid):
-        try:
-            sockets = proc.net_connections(kind="tcp")
-        except psutil.Error:
-            continue
-        count += any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in sockets)
-    return count
+    return sum(
+        any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in _tcp(proc))
+        for proc in _tree(pid)
+    )
+
+
+def _tcp(proc: psutil.Process) -> list[Any]:
+    """The TCP sockets of a process (none when it is gone or not readable)."""
+    try:
+        return list(proc.net_connections(kind="tcp"))
+    except psutil.Error:
+        return []
 
 
 class BenchStack:
@@ -202,12 +206,8 @@ class BenchStack:
         assert self.api is not None and self.api.pid is not None
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
-            for proc in psutil.Process(self.api.pid).children(recursive=True):
-                try:
-                    sockets = proc.net_connections(kind="tcp")
-                except psutil.Error:
-                    continue
-                if any(c.raddr and c.raddr.port == client_port for c in sockets):
+            for proc in _tree(self.api.pid)[1:]:
+                if any(c.raddr and c.raddr.port == client_port for c in _tcp(proc)):
                     return proc.pid
             await asyncio.sleep(0.01)
         return None

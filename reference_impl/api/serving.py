@@ -47,16 +47,18 @@ def balances_connections() -> bool:
 # --8<-- [start:reuse-port]
 def bind_reuse_port(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` that other processes may bind too."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.set_inheritable(True)
     return sock
 
 
 # --8<-- [end:reuse-port]
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _claim_port(host: str, port: int) -> int:
@@ -66,8 +68,7 @@ def _claim_port(host: str, port: int) -> int:
     check, a second service started on the same port would take half of the first's
     connections instead of failing.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
         bound: int = probe.getsockname()[1]
