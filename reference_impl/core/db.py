@@ -26,6 +26,7 @@ __all__ = [
     "async_url",
     "create_engine",
     "driver_connection",
+    "driver_transaction",
     "scope",
     "scoped",
     "unit_of_work",
@@ -186,6 +187,42 @@ async def driver_connection(conn: AsyncConnection) -> Any:
     if driver is None or not driver.is_in_transaction():
         raise RuntimeError("run a statement through the connection before using its driver")
     return driver
+
+
+# --8<-- [start:driver-transaction]
+@asynccontextmanager
+async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """An asyncpg connection from ``engine``'s pool, in a transaction asyncpg manages.
+
+    For the ingest transaction, whose fixed statements go straight to the driver (see
+    `driver_connection` for why). `BEGIN` is sent when the block starts, `COMMIT` when it
+    ends and `ROLLBACK` if it raises. The caller's first statement must declare the tenant
+    scope (`events.batch_read.open_batch` does, in the same round trip as its lock and
+    read); behind PgBouncer the per-transaction settings of `scope` are sent before it.
+    A connection that broke is invalidated, so the pool never hands it out again.
+    """
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None  # a checked-out connection always has its driver
+        try:
+            async with driver.transaction():
+                local = _PER_TRANSACTION.get(engine.sync_engine)
+                if local is not None:
+                    await driver.execute(
+                        "SELECT set_config('statement_timeout', $1, true),"
+                        " CASE WHEN $2 = '' THEN '' ELSE set_config('role', $2, true) END",
+                        local["statement_timeout"],
+                        local["role"],
+                    )
+                yield driver
+        except BaseException:
+            if driver.is_closed():
+                await conn.invalidate()
+            raise
+
+
+# --8<-- [end:driver-transaction]
 
 
 @asynccontextmanager

@@ -1,13 +1,15 @@
-"""What one ingest transaction reads once it holds its chain heads, sent as one statement.
+"""The first call of an ingest transaction: declare its tenants, lock their heads, read.
 
-The batch needs the index entries already stored under its event ids (a retry gets its
-first receipt back) and the Merkle frontiers of its tenants (the tree grows from them).
-Both come back from one statement, so the transaction waits for one round trip, not two,
-while it holds the chain-head locks that every other writer of its tenants waits for.
+The batch needs its tenants' chain heads locked (writers of a tenant are serialised by
+PostgreSQL across every process), the index entries already stored under its event ids (a
+retry gets its first receipt back) and the tenants' Merkle frontiers (the tree grows from
+them). The database function `auditkit_open_batch` (migration 0006) does all of it in one
+round trip: under load every round trip waits for a busy event loop, and the two that came
+after the lock were spent while every other writer of these tenants waited.
 
-The statement runs after the lock statement, never as part of it: in READ COMMITTED a
-statement reads the data of the moment it started, and the lock statement starts before it
-waits for the previous holder, whose events it would then not see.
+The read still happens after the lock, in a statement of its own inside the function: in
+READ COMMITTED a statement reads the data of the moment it started, and the lock statement
+starts before it waits for the previous holder, whose events it would then not see.
 """
 
 from __future__ import annotations
@@ -19,73 +21,74 @@ from uuid import UUID
 import asyncpg
 
 from reference_impl.events.repository import IndexEntry
+from reference_impl.integrity import ChainHead
 from reference_impl.transparency.repository import Frontier
 
-__all__ = ["BatchState", "read_batch_state"]
+__all__ = ["BatchState", "open_batch", "stored_leaves"]
 
-# A row with an event id is an index entry; a row without one is a tenant's frontier.
-#
-# Each key is looked up on its own (a lateral subquery that `OFFSET 0` keeps from being
-# merged into a join): a batch's keys are at most a few thousand, and one primary-key probe
-# each is the right plan at any table size. As a plain join, PostgreSQL cannot estimate how
-# many rows the tenant policy (row-level security) lets through and may sort a scan of the
-# whole table instead: measured with 500 keys and 200,000 stored events, 39 ms per commit,
-# against 1 ms for the probes.
-_READ_BATCH_STATE = """
-SELECT i.tenant_id, i.event_id, i.seq, i.recorded_at, i.content_digest, i.hash, i.key_id,
-       NULL::bigint AS tree_size, NULL::bytea[] AS frontier
-FROM unnest($1::text[], $2::uuid[]) AS k(tenant_id, event_id)
-CROSS JOIN LATERAL (
-    SELECT * FROM audit_event_index AS x
-    WHERE x.tenant_id = k.tenant_id AND x.event_id = k.event_id
-    OFFSET 0
-) AS i
-UNION ALL
-SELECT f.tenant_id, NULL, NULL, NULL, NULL, NULL, NULL, f.tree_size, f.frontier
-FROM merkle_frontiers AS f
-WHERE f.tenant_id = ANY($3::text[])
-"""
+_OPEN_BATCH = "SELECT * FROM auditkit_open_batch($1::text[], $2::text[], $3::uuid[])"
+_STORED_LEAVES = (
+    "SELECT seq, canonical FROM audit_events"
+    " WHERE tenant_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class BatchState:
-    """The stored entries of a batch's event ids, and its tenants' frontiers."""
+    """The locked chain heads, the stored entries of the batch's event ids, the frontiers."""
 
+    heads: dict[str, ChainHead]
     existing: dict[tuple[str, UUID], IndexEntry]
     frontiers: dict[str, Frontier]
 
 
-# --8<-- [start:read-batch-state]
-async def read_batch_state(
-    driver: asyncpg.Connection, keys: Sequence[tuple[str, UUID]], tenants: Sequence[str]
+# --8<-- [start:open-batch]
+async def open_batch(
+    driver: asyncpg.Connection, tenants: Sequence[str], keys: Sequence[tuple[str, UUID]]
 ) -> BatchState:
-    """Stored index entries for ``keys`` (`(tenant, event_id)`) and the ``tenants``' frontiers.
+    """Scope the transaction to ``tenants``, lock their heads, read what the batch needs.
 
-    ``driver`` is the asyncpg connection of the ingest transaction, which holds the
-    tenants' chain-head locks (`core.db.driver_connection`).
+    ``driver`` is an asyncpg connection in a transaction (`core.db.driver_transaction`);
+    ``keys`` are the batch's `(tenant, event_id)` pairs. Heads are locked in tenant order,
+    so two transactions never wait on each other's locks. A tenant without a head row is
+    missing from `heads`.
     """
     rows = await driver.fetch(
-        _READ_BATCH_STATE,
+        _OPEN_BATCH,
+        sorted(tenants),
         [tenant for tenant, _ in keys],
         [event_id for _, event_id in keys],
-        sorted(tenants),
     )
+    heads: dict[str, ChainHead] = {}
     existing: dict[tuple[str, UUID], IndexEntry] = {}
     frontiers: dict[str, Frontier] = {}
-    for r in rows:
-        if r["event_id"] is None:
-            frontiers[r["tenant_id"]] = Frontier(r["tree_size"], tuple(r["frontier"]))
-            continue
-        existing[(r["tenant_id"], r["event_id"])] = IndexEntry(
-            tenant_id=r["tenant_id"],
-            event_id=r["event_id"],
-            seq=r["seq"],
-            recorded_at=r["recorded_at"],
-            content_digest=r["content_digest"],
-            hash=r["hash"],
-            key_id=r["key_id"],
-        )
-    return BatchState(existing, frontiers)
+    for kind, tenant, event_id, seq, recorded_at, digest, hash_, key_id, size, frontier in rows:
+        if kind == "h":
+            heads[tenant] = ChainHead(next_seq=seq, head_hash=bytes(hash_))
+        elif kind == "f":
+            frontiers[tenant] = Frontier(size, tuple(frontier))
+        else:
+            existing[(tenant, event_id)] = IndexEntry(
+                tenant_id=tenant,
+                event_id=event_id,
+                seq=seq,
+                recorded_at=recorded_at,
+                content_digest=digest,
+                hash=hash_,
+                key_id=key_id,
+            )
+    return BatchState(heads, existing, frontiers)
 
 
-# --8<-- [end:read-batch-state]
+# --8<-- [end:open-batch]
+
+
+async def stored_leaves(
+    driver: asyncpg.Connection, tenant: str, start: int, end: int
+) -> list[tuple[int, bytes]]:
+    """``(seq, canonical)`` of ``tenant``'s stored events with ``start <= seq < end``.
+
+    What the Merkle tree lacks when the database was upgraded from before it existed.
+    """
+    rows = await driver.fetch(_STORED_LEAVES, tenant, start, end)
+    return [(seq, bytes(canonical)) for seq, canonical in rows]

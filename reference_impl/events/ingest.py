@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -27,7 +28,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reference_impl.core.db import driver_connection, scoped
+from reference_impl.core.db import driver_transaction, scoped
 from reference_impl.core.errors import (
     AuditError,
     ConflictError,
@@ -36,13 +37,13 @@ from reference_impl.core.errors import (
     ShuttingDownError,
 )
 from reference_impl.events import repository
-from reference_impl.events.batch_read import read_batch_state
+from reference_impl.events.batch_read import open_batch, stored_leaves
 from reference_impl.events.batch_write import write_batch
 from reference_impl.events.repository import IndexEntry
 from reference_impl.events.validation import PreparedEvent, canonical_bytes, format_timestamp
 from reference_impl.integrity import ChainHead, KeyRing, chain_hash
 from reference_impl.observability.metrics import COMMIT_BATCH_EVENTS, COMMIT_SECONDS
-from reference_impl.transparency.service import plan_leaves
+from reference_impl.transparency.service import extend_trees
 
 __all__ = ["GroupCommitter", "IngestResult", "StoredReceipt", "plan_batch"]
 
@@ -316,20 +317,24 @@ class GroupCommitter:
             async with scoped(self.engine, fresh, write=True) as conn:
                 await repository.ensure_tenants(conn, fresh)
             self._known_tenants.update(fresh)
-        async with scoped(self.engine, tenants, write=True) as conn:
-            driver = await driver_connection(conn)
-            heads = await repository.lock_heads(driver, tenants)
-            if len(heads) != len(tenants):
+        keys = [(p.tenant, ev.event_id) for p in batch for ev in p.events]
+        async with driver_transaction(self.engine) as driver:
+            state = await open_batch(driver, tenants, keys)
+            if len(state.heads) != len(tenants):
                 # The database lost a head this process thought existed (a restored or
                 # recreated database): forget what we knew and let the caller retry.
                 self._known_tenants.clear()
                 raise DatabaseUnavailableError("chain heads were reset; retry", retry_after=1)
-            keys = [(p.tenant, ev.event_id) for p in batch for ev in p.events]
-            state = await read_batch_state(driver, keys, tenants)
             plan = plan_batch(
-                [(p.tenant, p.events) for p in batch], heads, state.existing, self.keyring, _now()
+                [(p.tenant, p.events) for p in batch],
+                state.heads,
+                state.existing,
+                self.keyring,
+                _now(),
             )
-            tree = await plan_leaves(conn, plan.event_rows, state.frontiers)
+            tree = await extend_trees(
+                plan.event_rows, state.frontiers, partial(stored_leaves, driver)
+            )
             await write_batch(
                 driver, plan.event_rows, plan.index_rows, tree.nodes, tree.frontiers, plan.heads
             )

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import base64
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -67,6 +68,7 @@ __all__ = [
     "catch_up",
     "compare_with_witnessed",
     "consistency",
+    "extend_trees",
     "inclusion",
     "inclusion_proofs",
     "issue_checkpoint",
@@ -153,24 +155,38 @@ class TreeWrites:
     frontiers: dict[str, Frontier]
 
 
-async def plan_leaves(
-    conn: AsyncConnection,
-    event_rows: Sequence[Mapping[str, Any]],
-    frontiers: Mapping[str, Frontier] | None = None,
-) -> TreeWrites:
-    """Compute how the events an ingest transaction inserts extend their tenants' trees.
+# Reads the stored ``(seq, canonical)`` of a tenant's events with ``start <= seq < end``.
+LeafReader = Callable[[str, int, int], Awaitable[list[tuple[int, bytes]]]]
+
+
+async def plan_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str, Any]]) -> TreeWrites:
+    """Compute how the events a transaction inserts extend their tenants' trees.
 
     Called inside that transaction with the rows it inserts; reads the frontiers, writes
-    nothing, so the caller can send these writes in the statement that inserts the events.
+    nothing (`extend_trees` does the work).
+    """
+    tenants = sorted({row["tenant_id"] for row in event_rows})
+    frontiers = await repository.load_frontiers(conn, tenants) if tenants else {}
+    return await extend_trees(event_rows, frontiers, partial(repository.leaf_inputs, conn))
+
+
+async def extend_trees(
+    event_rows: Sequence[Mapping[str, Any]],
+    frontiers: Mapping[str, Frontier],
+    read_leaves: LeafReader,
+) -> TreeWrites:
+    """Extend the tenants' trees from their ``frontiers`` with the events being inserted.
+
     The transaction holds each tenant's chain-head row lock (`SELECT ... FOR UPDATE`),
     which serialises every writer of a tenant across processes; the frontier row needs no
     lock of its own, and the tree can never disagree with a committed chain.
 
     Args:
-        conn: The ingest transaction's connection.
         event_rows: The inserted rows (each with `tenant_id`, `seq` and `canonical`).
-        frontiers: The tenants' frontiers, when the caller read them already (a tenant
-            without one has an empty tree); read here when not given.
+        frontiers: The tenants' frontiers, read in the same transaction (a tenant without
+            one has an empty tree).
+        read_leaves: Reads stored events the tree does not hold yet (only a database
+            upgraded from before the verifiable log has any).
 
     Raises:
         IntegrityCompromisedError: If a tenant's tree is ahead of the events being added,
@@ -182,8 +198,6 @@ async def plan_leaves(
     if not by_tenant:
         return TreeWrites([], {})
     tenants = sorted(by_tenant)
-    if frontiers is None:
-        frontiers = await repository.load_frontiers(conn, tenants)
     nodes: list[tuple[str, int, int, bytes]] = []
     updated: dict[str, Frontier] = {}
     for tenant in tenants:
@@ -198,7 +212,7 @@ async def plan_leaves(
         if current.size < first:
             # Events stored before the tree existed (or by an older version): add them
             # first, in order, so that leaf i is always seq i.
-            leaves = await repository.leaf_inputs(conn, tenant, current.size, first) + leaves
+            leaves = await read_leaves(tenant, current.size, first) + leaves
         if [seq for seq, _ in leaves] != list(range(current.size, current.size + len(leaves))):
             raise IntegrityCompromisedError("the events to add to the Merkle tree are not gapless")
         size, frontier, created = extend_frontier(

@@ -5,19 +5,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
 from sqlalchemy import text
 
-from reference_impl.core.db import create_engine, driver_connection, scoped
+from reference_impl.core.db import create_engine, driver_connection, driver_transaction, scoped
 from reference_impl.core.errors import DatabaseUnavailableError
 from reference_impl.core.settings import Settings
-from reference_impl.events.batch_read import read_batch_state
-from reference_impl.events.ingest import GroupCommitter
+from reference_impl.events.batch_read import BatchState, open_batch, stored_leaves
+from reference_impl.events.batch_write import write_batch
+from reference_impl.events.ingest import GroupCommitter, plan_batch
 from reference_impl.events.validation import parse_event
 from reference_impl.events.verification import verify_tenant
+from reference_impl.transparency.service import extend_trees
 from tests.conftest import Tenant, new_tenant
 from tests.support.events import make_event
 
@@ -52,10 +58,16 @@ async def test_batch_state_holds_stored_entries_and_frontiers(
     keys += [(tenant.name, unknown), (empty.name, uuid.UUID(foreign.json()["event_id"]))]
 
     engine = app.state.ingest_engine  # type: ignore[attr-defined]
-    async with scoped(engine, [tenant.name, empty.name], write=True) as conn:
-        state = await read_batch_state(
-            await driver_connection(conn), keys, [tenant.name, empty.name]
-        )
+    async with driver_transaction(engine) as driver:
+        state = await open_batch(driver, [tenant.name, empty.name], keys)
+        scope = await driver.fetchval("SELECT current_setting('auditkit.tenants')")
+
+    # The transaction is scoped to the batch's tenants; a tenant that never stored an
+    # event has no chain head yet.
+    assert scope == ",".join(sorted([tenant.name, empty.name]))
+    assert set(state.heads) == {tenant.name}
+    assert state.heads[tenant.name].next_seq == 3
+    assert state.heads[tenant.name].head_hash.hex() == receipts[-1]["hash"]
 
     # Only this tenant's stored ids come back; an id stored under another tenant does not.
     assert set(state.existing) == set(keys[:3])
@@ -112,3 +124,66 @@ async def test_the_driver_is_handed_out_only_inside_a_begun_transaction(
     async with scoped(engine, [tenant.name], write=True) as conn:
         driver = await driver_connection(conn)
         assert driver.is_in_transaction()
+
+
+async def _open_alone(engine: Any, tenant: str, key: tuple[str, uuid.UUID]) -> BatchState:
+    async with driver_transaction(engine) as driver:
+        return await open_batch(driver, [tenant], [key])
+
+
+async def test_a_waiting_batch_reads_what_the_lock_holder_committed(
+    app: object, client: httpx.AsyncClient, settings: Settings, tenant: Tenant
+) -> None:
+    # The read runs after the lock, in its own snapshot: a batch that waited for the head
+    # sees the head, the entries and the frontier the previous holder committed.
+    assert (await client.post("/v1/events", json=make_event(), headers=tenant.headers)).is_success
+    engine = app.state.ingest_engine  # type: ignore[attr-defined]
+    event = parse_event(orjson.dumps(make_event()), settings)
+    key = (tenant.name, event.event_id)
+
+    async with driver_transaction(engine) as holder:
+        held = await open_batch(holder, [tenant.name], [key])
+        waiter = asyncio.create_task(_open_alone(engine, tenant.name, key))
+        await asyncio.sleep(0.3)
+        assert not waiter.done(), "the second batch did not wait for the chain-head lock"
+        plan = plan_batch(
+            [(tenant.name, [event])],
+            held.heads,
+            held.existing,
+            app.state.keyring,  # type: ignore[attr-defined]
+            datetime.now(UTC),
+        )
+        tree = await extend_trees(plan.event_rows, held.frontiers, partial(stored_leaves, holder))
+        await write_batch(
+            holder, plan.event_rows, plan.index_rows, tree.nodes, tree.frontiers, plan.heads
+        )
+    waited = await waiter
+
+    assert key not in held.existing
+    assert waited.existing[key].seq == held.heads[tenant.name].next_seq
+    assert waited.heads[tenant.name].next_seq == held.heads[tenant.name].next_seq + 1
+    assert waited.frontiers[tenant.name].size == held.frontiers[tenant.name].size + 1
+
+
+async def test_a_connection_that_broke_in_a_transaction_is_not_handed_out_again(
+    app: object,
+) -> None:
+    engine = app.state.ingest_engine  # type: ignore[attr-defined]
+
+    async def break_the_connection() -> None:
+        async with driver_transaction(engine) as driver:
+            driver.terminate()
+            await driver.fetchval("SELECT 1")
+
+    with pytest.raises(asyncpg.InterfaceError, match="closed"):
+        await break_the_connection()
+
+    # Every connection the pool holds, at once: the broken one would be among them.
+    async def one() -> int:
+        async with driver_transaction(engine) as driver:
+            await asyncio.sleep(0.05)
+            return int(await driver.fetchval("SELECT 1"))
+
+    assert await asyncio.gather(*(one() for _ in range(engine.pool.size()))) == [1] * (
+        engine.pool.size()
+    )
