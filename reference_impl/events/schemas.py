@@ -8,6 +8,7 @@ as they are; free text is sanitized (see `reference_impl.events.sanitize`).
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -49,7 +50,17 @@ ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
 RESOURCE_TYPE_PATTERN = r"^[A-Z][A-Za-z0-9]*$"
 
 
+# A dotted quad without leading zeros is already in the form `ipaddress` would give it: most
+# addresses are, and they skip the module's parsing (a few microseconds per event).
+_CANONICAL_IPV4 = re.compile(
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+)
+
+
 def _ip(value: str) -> str:
+    if _CANONICAL_IPV4.fullmatch(value):
+        return value
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:

@@ -46,11 +46,13 @@ __all__ = [
     "BatchIn",
     "PreparedEvent",
     "canonical_bytes",
+    "canonical_form",
     "content_digest",
     "format_timestamp",
     "parse_batch",
     "parse_event",
     "prepared_from_content",
+    "sorted_json",
 ]
 
 
@@ -64,11 +66,16 @@ class PreparedEvent:
             configured fields are replaced by ciphertext before the event is stored.
         digest: Idempotency digest of the plaintext content (see `content_digest`): equal
             digests mean "same content", whatever the ciphertext of encrypted fields.
+        plain_json: The content was found to be JSON whose sorted orjson output is its
+            RFC 8785 form (see `canonical_form`). Adding or replacing string members
+            keeps it so, which lets the commit serialise the stored content without
+            walking it again.
     """
 
     event_id: UUID
     content: dict[str, Any]
     digest: bytes
+    plain_json: bool = False
 
 
 # --8<-- [start:canonical-bytes]
@@ -112,12 +119,22 @@ def canonical_bytes(value: Any) -> bytes:
     (`rfc8785`), which also raises `CanonicalizationError` for what has no canonical form.
     A property test checks the two agree on arbitrary JSON.
     """
+    return canonical_form(value)[0]
+
+
+def canonical_form(value: Any) -> tuple[bytes, bool]:
+    """`canonical_bytes` of ``value``, and whether orjson's sorted output was that form."""
     try:
         if _orjson_is_rfc8785(value):
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            return sorted_json(value), True
     except (orjson.JSONEncodeError, RecursionError):
         pass  # a lone surrogate or deep nesting: the reference path names the problem
-    return canonicalize(value)
+    return canonicalize(value), False
+
+
+def sorted_json(value: Any) -> bytes:
+    """orjson's output with sorted member names: the RFC 8785 form of plain JSON only."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 # --8<-- [end:canonical-bytes]
@@ -156,9 +173,12 @@ def prepared_from_content(payload: bytes, digest: bytes | None = None) -> Prepar
         content = orjson.loads(payload)
         if not isinstance(content, dict):
             raise ValueError("the event is not a JSON object")
+        canonical, plain = canonical_form(content)
         if digest is None:
-            digest = content_digest(canonical_bytes(content), None)
-        return PreparedEvent(event_id=UUID(content["event_id"]), content=content, digest=digest)
+            digest = content_digest(canonical, None)
+        return PreparedEvent(
+            event_id=UUID(content["event_id"]), content=content, digest=digest, plain_json=plain
+        )
     except (KeyError, TypeError, CanonicalizationError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"not a prepared event: {type(exc).__name__}") from None
 
@@ -284,7 +304,7 @@ def _prepare(
         )
     if len(errors) > start:
         return None
-    canonical = canonical_bytes(content)
+    canonical, plain = canonical_form(content)
     if len(canonical) > settings.max_event_bytes:
         errors.fields.append(
             ProblemField(
@@ -297,6 +317,7 @@ def _prepare(
         event_id=event.event_id,
         content=content,
         digest=content_digest(canonical, _pepper(settings)),
+        plain_json=plain,
     )
 
 

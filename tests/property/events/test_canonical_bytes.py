@@ -11,6 +11,7 @@ integers beyond the I-JSON range).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,8 +21,20 @@ from hypothesis import strategies as st
 
 from reference_impl.core.errors import AuditError
 from reference_impl.core.settings import Settings
-from reference_impl.events.validation import canonical_bytes, parse_event
-from reference_impl.integrity import CanonicalizationError, canonicalize
+from reference_impl.events.ingest import plan_batch
+from reference_impl.events.validation import (
+    canonical_bytes,
+    canonical_form,
+    parse_event,
+    sorted_json,
+)
+from reference_impl.integrity import (
+    GENESIS_HASH,
+    CanonicalizationError,
+    ChainHead,
+    KeyRing,
+    canonicalize,
+)
 from tests.support.events import make_event
 
 pytestmark = pytest.mark.property
@@ -94,6 +107,44 @@ def test_events_the_api_accepts_take_the_fast_path_and_match(fields: dict[str, A
     except AuditError:  # refused by the API: nothing to compare
         return
     assert canonical_bytes(prepared.content) == rfc8785.dumps(prepared.content)
+    # The commit adds the tenant and the time and serialises without a second check.
+    assert prepared.plain_json
+    plan = plan_batch(
+        [("tenant-a", [prepared])],
+        {"tenant-a": ChainHead(0, GENESIS_HASH)},
+        {},
+        KeyRing({"k": b"k" * 32}, "k"),
+        datetime(2026, 11, 24, tzinfo=UTC),
+    )
+    stored = {
+        **prepared.content,
+        "tenant": "tenant-a",
+        "recorded_at": "2026-11-24T00:00:00.000000Z",
+    }
+    assert plan.event_rows[0]["canonical"] == rfc8785.dumps(stored)
+
+
+ascii_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.dictionaries(st.text(alphabet="abcXYZ_-0", max_size=4), json_values, max_size=6),
+    ascii_text,
+    ascii_text,
+)
+def test_plain_json_stays_plain_when_string_members_are_added(
+    value: dict[str, Any], tenant: str, recorded_at: str
+) -> None:
+    try:
+        canonical, plain = canonical_form(value)
+    except CanonicalizationError:
+        return  # no canonical form: refused before anything is stored
+    assert canonical == _reference(value)
+    if not plain:
+        return
+    stored = {**value, "tenant": tenant, "recorded_at": recorded_at}
+    assert sorted_json(stored) == canonicalize(stored)
 
 
 def test_nesting_beyond_the_reference_limit_is_refused_alike() -> None:
