@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -199,7 +200,8 @@ async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[Any]:
     ends and `ROLLBACK` if it raises. The caller's first statement must declare the tenant
     scope (`events.batch_read.open_batch` does, in the same round trip as its lock and
     read); behind PgBouncer the per-transaction settings of `scope` are sent before it.
-    A connection that broke is invalidated, so the pool never hands it out again.
+    A connection that broke, timed out or is still in a transaction after an error is
+    invalidated, so the pool never hands it out again.
     """
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
@@ -216,8 +218,17 @@ async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[Any]:
                         local["role"],
                     )
                 yield driver
-        except BaseException:
-            if driver.is_closed():
+        except BaseException as exc:
+            # A connection whose transaction did not end cleanly must not be reused: after a
+            # timeout (a frozen or overloaded server) the rollback may never have reached
+            # the server, which would go on holding the transaction and its chain-head
+            # locks while the pool handed the connection out again. Closing it makes the
+            # server abort the transaction.
+            if (
+                driver.is_closed()
+                or driver.is_in_transaction()
+                or isinstance(exc, TimeoutError | OSError | asyncpg.InterfaceError)
+            ):
                 await conn.invalidate()
             raise
 

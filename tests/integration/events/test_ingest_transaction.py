@@ -187,3 +187,33 @@ async def test_a_connection_that_broke_in_a_transaction_is_not_handed_out_again(
     assert await asyncio.gather(*(one() for _ in range(engine.pool.size()))) == [1] * (
         engine.pool.size()
     )
+
+
+async def test_a_transaction_that_could_not_roll_back_does_not_keep_its_locks(
+    app: object, client: httpx.AsyncClient, settings: Settings, tenant: Tenant
+) -> None:
+    # The block fails while a statement is still running on the connection, so the
+    # driver cannot send `ROLLBACK` (as after a timeout on a frozen server). Were the
+    # connection pooled again, the server would keep the transaction open and its head lock
+    # would stop every writer of the tenant.
+    assert (await client.post("/v1/events", json=make_event(), headers=tenant.headers)).is_success
+    engine = create_engine(settings, purpose="ingest")
+    running: list[asyncio.Future[Any]] = []
+
+    async def fail_while_a_statement_runs() -> None:
+        async with driver_transaction(engine) as driver:
+            await open_batch(driver, [tenant.name], [])
+            running.append(asyncio.ensure_future(driver.fetchval("SELECT pg_sleep(0.5)")))
+            await asyncio.sleep(0.1)
+            raise RuntimeError("the request failed mid-transaction")
+
+    try:
+        with pytest.raises((RuntimeError, asyncpg.InterfaceError)):
+            await fail_while_a_statement_runs()
+        await asyncio.gather(*running, return_exceptions=True)
+        async with driver_transaction(app.state.ingest_engine) as other:  # type: ignore[attr-defined]
+            await other.execute("SET LOCAL lock_timeout = '3s'")
+            state = await open_batch(other, [tenant.name], [])
+        assert tenant.name in state.heads
+    finally:
+        await engine.dispose()
