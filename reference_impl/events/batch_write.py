@@ -85,7 +85,7 @@ async def write_batch(
     """Insert events, index rows and Merkle nodes; move frontiers and heads: one statement.
 
     ``driver`` is the asyncpg connection of the ingest transaction
-    (`core.db.driver_connection`); ``index`` holds the index row of each event, in the same
+    (`core.db.driver_transaction`); ``index`` holds the index row of each event, in the same
     order.
 
     Raises:
