@@ -166,7 +166,8 @@ async def ingest_batch(
     body = {
         "created": created,
         "duplicates": len(results) - created,
-        "receipts": [r.receipt.as_dict() for r in results],
+        # orjson writes the receipt dataclasses as they are, without a dict per event.
+        "receipts": [r.receipt for r in results],
     }
     return _json(body, 201 if created else 200)
 

@@ -41,6 +41,7 @@ from reference_impl.events.schemas import (
     AuditEventIn,
 )
 from reference_impl.integrity import CanonicalizationError, canonicalize
+from reference_impl.integrity.signing import keyed_sha256
 
 __all__ = [
     "BatchIn",
@@ -48,6 +49,7 @@ __all__ = [
     "canonical_bytes",
     "canonical_form",
     "content_digest",
+    "event_canonical_form",
     "format_timestamp",
     "parse_batch",
     "parse_event",
@@ -124,8 +126,23 @@ def canonical_bytes(value: Any) -> bytes:
 
 def canonical_form(value: Any) -> tuple[bytes, bool]:
     """`canonical_bytes` of ``value``, and whether orjson's sorted output was that form."""
+    return _canonical_form(value, value)
+
+
+def event_canonical_form(content: dict[str, Any]) -> tuple[bytes, bool]:
+    """`canonical_form` of an event's content as `AuditEventIn` dumps it.
+
+    Only `details` can hold what orjson and RFC 8785 spell differently: by the schema,
+    every other member is a string, or an object or array of strings, under an ASCII
+    member name. A property test checks the answer against `canonical_form`.
+    """
+    return _canonical_form(content, content.get("details"))
+
+
+def _canonical_form(value: Any, free_form: Any) -> tuple[bytes, bool]:
+    # ``free_form``: the part of ``value`` that may not be plain JSON.
     try:
-        if _orjson_is_rfc8785(value):
+        if _orjson_is_rfc8785(free_form):
             return sorted_json(value), True
     except (orjson.JSONEncodeError, RecursionError):
         pass  # a lone surrogate or deep nesting: the reference path names the problem
@@ -149,7 +166,14 @@ def content_digest(canonical: bytes, key: bytes | None) -> bytes:
     """
     if key is None:
         return hashlib.sha256(canonical).digest()
-    return hmac.digest(key, canonical, "sha256")
+    mac = _keyed(key).copy()
+    mac.update(canonical)
+    return mac.digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(key: bytes) -> hmac.HMAC:
+    return keyed_sha256(key)
 
 
 class BatchIn(BaseModel):
@@ -304,7 +328,7 @@ def _prepare(
         )
     if len(errors) > start:
         return None
-    canonical, plain = canonical_form(content)
+    canonical, plain = event_canonical_form(content)
     if len(canonical) > settings.max_event_bytes:
         errors.fields.append(
             ProblemField(

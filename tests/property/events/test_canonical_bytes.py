@@ -25,6 +25,7 @@ from reference_impl.events.ingest import plan_batch
 from reference_impl.events.validation import (
     canonical_bytes,
     canonical_form,
+    content_digest,
     parse_event,
     sorted_json,
 )
@@ -122,6 +123,25 @@ def test_events_the_api_accepts_take_the_fast_path_and_match(fields: dict[str, A
         "recorded_at": "2026-11-24T00:00:00.000000Z",
     }
     assert plan.event_rows[0]["canonical"] == rfc8785.dumps(stored)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(texts, json_values, max_size=6), texts)
+@example({"f": 1.5}, "x")
+@example({"\u00e9": "x"}, "x")
+@example({"n": 2**53}, "x")
+@example({"s": "\ud800"}, "x")
+def test_checking_only_details_decides_as_checking_the_whole_event(
+    details: dict[str, Any], reason: str
+) -> None:
+    body = make_event(details=details, outcome_description=reason)
+    try:
+        prepared = parse_event(json.dumps(body).encode(), Settings())
+    except AuditError:  # refused by the API: nothing to compare
+        return
+    canonical, plain = canonical_form(prepared.content)
+    assert prepared.plain_json == plain
+    assert prepared.digest == content_digest(canonical, None)
 
 
 ascii_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)

@@ -6,8 +6,11 @@ import itertools
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from reference_impl.core.errors import ConflictError
 from reference_impl.core.settings import Settings
+from reference_impl.events.batch_write import write_batch
 from reference_impl.events.ingest import plan_batch
 from reference_impl.events.repository import IndexEntry
 from reference_impl.events.validation import PreparedEvent, parse_event
@@ -105,3 +108,12 @@ def test_same_id_in_two_requests_of_one_batch() -> None:
     first, second = plan.outcomes
     assert first[0].created and not second[0].created  # type: ignore[index]
     assert first[0].receipt == second[0].receipt  # type: ignore[index]
+
+
+async def test_the_write_refuses_rows_that_do_not_share_one_recorded_at() -> None:
+    # The statement sends `recorded_at` once for every row: a row with another time must
+    # be refused before anything is sent, not stored with the first row's time.
+    plan = plan_batch([("t", [_prepared(), _prepared()])], {"t": _head()}, {}, KEYRING, NOW)
+    plan.event_rows[1]["recorded_at"] = datetime(2026, 11, 23, 12, 0, 1, tzinfo=UTC)
+    with pytest.raises(ValueError, match="one recorded_at"):
+        await write_batch(None, plan.event_rows, plan.index_rows, [], {}, plan.heads)  # type: ignore[arg-type]
