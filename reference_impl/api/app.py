@@ -8,7 +8,6 @@ are opened first and closed last.
 from __future__ import annotations
 
 import contextlib
-import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -20,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from reference_impl.api.middleware import ApiHeadersMiddleware, CorrelationIdMiddleware
 from reference_impl.api.problems import install_problem_handlers
 from reference_impl.core.db import create_engine
+from reference_impl.core.heap import settle_heap
 from reference_impl.core.http import API_PREFIX
 from reference_impl.core.redis import check_eviction_policy, create_redis
 from reference_impl.core.settings import Settings
@@ -69,9 +69,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             for lifespan in DOMAIN_LIFESPANS:
                 await stack.enter_async_context(lifespan(app))
-            # What startup built (routes, schemas, settings, pools) lives as long as the
-            # process: freezing it keeps full collections from rescanning it under load.
-            gc.freeze()
+            settle_heap()
             yield
     finally:
         await app.state.redis.aclose()

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from reference_impl.core.db import create_engine
+from reference_impl.core.heap import settle_heap
 from reference_impl.core.redis import check_eviction_policy, create_redis
 from reference_impl.core.settings import Settings
 from reference_impl.events.ingest import GroupCommitter
@@ -46,6 +47,7 @@ async def worker_runtime(settings: Settings, consumer: str | None = None) -> Asy
             redis, shards=settings.queue_shards, max_length=settings.queue_max_length
         )
         ingest = IngestService(settings, committer, queue, breakers)
+        settle_heap()
         yield Worker(settings, queue, DeadLetterQueue(redis), ingest, breakers, consumer)
     finally:
         await committer.close()
