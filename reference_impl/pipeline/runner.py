@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from reference_impl.core.db import create_engine
-from reference_impl.core.heap import settle_heap
+from reference_impl.core.heap import WORKER_YOUNG_THRESHOLD, settle_heap
 from reference_impl.core.redis import check_eviction_policy, create_redis
 from reference_impl.core.settings import Settings
 from reference_impl.events.ingest import GroupCommitter
@@ -47,7 +47,6 @@ async def worker_runtime(settings: Settings, consumer: str | None = None) -> Asy
             redis, shards=settings.queue_shards, max_length=settings.queue_max_length
         )
         ingest = IngestService(settings, committer, queue, breakers)
-        settle_heap()
         yield Worker(settings, queue, DeadLetterQueue(redis), ingest, breakers, consumer)
     finally:
         await committer.close()
@@ -59,6 +58,7 @@ async def run_worker(settings: Settings, consumer: str | None = None) -> None:
     """Run a worker until SIGTERM or SIGINT, then finish its batch and exit."""
     async with worker_runtime(settings, consumer) as worker:
         await check_eviction_policy(worker.queue.client)
+        settle_heap(WORKER_YOUNG_THRESHOLD)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
