@@ -12,11 +12,12 @@ Two settings, both from the standard library's `gc`:
   benchmark's stack (batches of 500 on four connections for 20 s, about 195,000 events
   per API process, time inside collections from `gc.callbacks`): 2.1 s of collections per
   process with the default, 0.06 s with a threshold of 100,000; one queue worker drained
-  4,917 events/s instead of 2,565-3,788. The API keeps the default: there a collection
-  that walks up to 100,000 objects stalls every request the process holds, and the same
-  benchmark measured a p99 of 83.9 ms at 1,000 single events/s offered (19.8-38.7 ms in
-  four runs with the default). Reference counting still frees at once everything that is
-  not a cycle; cyclic garbage waits for at most `WORKER_YOUNG_THRESHOLD` net new objects.
+  4,535 and 4,917 events/s in two runs, against 2,565-3,788 in four with the default.
+  The API keeps the default: there a collection that walks up to 100,000 objects stalls
+  every request the process holds, and the same benchmark measured a p99 of 83.9 ms at
+  1,000 single events/s offered (19.8-38.7 ms in four runs with the default). Reference
+  counting still frees at once everything that is not a cycle; cyclic garbage waits for
+  at most `WORKER_YOUNG_THRESHOLD` net new objects.
 """
 
 from __future__ import annotations
