@@ -41,7 +41,7 @@ from reference_impl.events.schemas import (
     AuditEventIn,
 )
 from reference_impl.integrity import CanonicalizationError, canonicalize
-from reference_impl.integrity.signing import keyed_sha256
+from reference_impl.integrity.signing import keyed_digest, keyed_sha256
 
 __all__ = [
     "BatchIn",
@@ -166,9 +166,7 @@ def content_digest(canonical: bytes, key: bytes | None) -> bytes:
     """
     if key is None:
         return hashlib.sha256(canonical).digest()
-    mac = _keyed(key).copy()
-    mac.update(canonical)
-    return mac.digest()
+    return keyed_digest(_keyed(key), canonical)
 
 
 @functools.lru_cache(maxsize=8)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from reference_impl.integrity.chain import HASH_SIZE
 
-__all__ = ["MIN_SECRET_SIZE", "KeyRing", "UnknownKeyError", "keyed_sha256"]
+__all__ = ["MIN_SECRET_SIZE", "KeyRing", "UnknownKeyError", "keyed_digest", "keyed_sha256"]
 
 MIN_SECRET_SIZE = 32
 """Shortest accepted secret in bytes: the full strength of HMAC-SHA256."""
@@ -136,7 +136,7 @@ class KeyRing:
         if len(chain_hash) != HASH_SIZE:
             raise ValueError(f"chain_hash must be {HASH_SIZE} bytes, got {len(chain_hash)}")
         key_id = self._active_key_id
-        return key_id, _mac(self._macs[key_id], chain_hash)
+        return key_id, keyed_digest(self._macs[key_id], chain_hash)
 
     def verify(self, key_id: str, chain_hash: bytes, signature: bytes) -> bool:
         """Check a signature in constant time.
@@ -153,7 +153,7 @@ class KeyRing:
         keyed = self._macs.get(key_id)
         if keyed is None:
             return False
-        return hmac.compare_digest(_mac(keyed, chain_hash), signature)
+        return hmac.compare_digest(keyed_digest(keyed, chain_hash), signature)
 
 
 def keyed_sha256(secret: bytes) -> hmac.HMAC:
@@ -166,7 +166,8 @@ def keyed_sha256(secret: bytes) -> hmac.HMAC:
     return hmac.new(secret, digestmod="sha256")
 
 
-def _mac(keyed: hmac.HMAC, message: bytes) -> bytes:
+def keyed_digest(keyed: hmac.HMAC, message: bytes) -> bytes:
+    """The HMAC of ``message`` under the key ``keyed`` took (see `keyed_sha256`)."""
     mac = keyed.copy()
     mac.update(message)
     return mac.digest()
