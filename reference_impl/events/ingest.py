@@ -101,10 +101,13 @@ class BatchPlan:
     outcomes: list[list[IngestResult] | AuditError] = field(default_factory=list)
 
 
-def _receipt_of(entry: IndexEntry, recorded_at: str | None = None) -> StoredReceipt:
-    # ``recorded_at``: the entry's time already formatted (one batch shares one time).
+def _receipt_of(
+    entry: IndexEntry, recorded_at: str | None = None, event_id: str | None = None
+) -> StoredReceipt:
+    # ``recorded_at``: the entry's time already formatted (one batch shares one time);
+    # ``event_id``: the id as the event's content spells it (`str` of the UUID).
     return StoredReceipt(
-        event_id=str(entry.event_id),
+        event_id=event_id or str(entry.event_id),
         seq=entry.seq,
         hash=entry.hash.hex(),
         recorded_at=recorded_at or format_timestamp(entry.recorded_at),
@@ -205,7 +208,8 @@ def plan_batch(
             )
             seen[(tenant, ev.event_id)] = entry
             head = ChainHead(next_seq=seq + 1, head_hash=digest)
-            results.append(IngestResult(_receipt_of(entry, recorded_at), created=True))
+            receipt = _receipt_of(entry, recorded_at, content["event_id"])
+            results.append(IngestResult(receipt, created=True))
         plan.heads[tenant] = head
         plan.outcomes.append(results)
     plan.heads = {t: h for t, h in plan.heads.items() if h != heads.get(t)}

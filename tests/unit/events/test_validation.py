@@ -177,3 +177,14 @@ def test_problem_text_never_echoes_input() -> None:
         event_id=marker, occurred_at=marker, principal={"id": marker + " x", "type": marker}
     )
     assert marker not in json.dumps(_errors(event))
+
+
+def test_a_prepared_event_with_new_content_keeps_every_other_field() -> None:
+    import dataclasses
+
+    prepared = parse_event(json.dumps(make_event()).encode(), SETTINGS)
+    content = {"replaced": True}
+    assert prepared.with_content(content) == dataclasses.replace(prepared, content=content)
+    # Every field but the content is set from the event (a new field would need adding).
+    names = {f.name for f in dataclasses.fields(prepared)}
+    assert names == {"event_id", "content", "digest", "plain_json"}

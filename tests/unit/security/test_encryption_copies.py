@@ -70,3 +70,20 @@ async def test_an_event_without_the_fields_is_returned_as_it_is(
     event = _event({"session": {"session_id": "s-1"}, "details": {"diagnosis": "text"}})
     [same] = await encryptor.encrypt("t", [event])
     assert same is event
+
+
+async def test_every_field_of_a_call_gets_its_own_nonce(encryptor: FieldEncryptor) -> None:
+    events = [
+        _event({"session": {"ip_address": "192.0.2.1"}, "details": {"diagnosis": {"code": c}}})
+        for c in ("J45", "J46", "J47")
+    ]
+    sealed = await encryptor.encrypt("t", events)
+    blobs = [
+        e.content[field][name][key] if name == "diagnosis" else e.content[field][name]
+        for e in sealed
+        for field, name, key in (("session", "ip_address", ""), ("details", "diagnosis", "code"))
+    ]
+    nonces = {encryption.base64.urlsafe_b64decode(b.rsplit(":", 1)[1] + "==")[:12] for b in blobs}
+    assert len(nonces) == 6
+    for event, original in zip(sealed, events, strict=True):
+        assert await encryptor.decrypt("t", event.content) == original.content
