@@ -7,6 +7,7 @@ work does (`unit_of_work`).
 
 from __future__ import annotations
 
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterable
@@ -23,7 +24,9 @@ from reference_impl.core.settings import Settings
 __all__ = [
     "NAMING_CONVENTION",
     "PLATFORM_SCOPE",
+    "POOL_RECYCLE_S",
     "Base",
+    "HeldConnection",
     "async_url",
     "create_engine",
     "driver_connection",
@@ -32,6 +35,10 @@ __all__ = [
     "scoped",
     "unit_of_work",
 ]
+
+# Pooled connections older than this are closed and opened again (server-side state and
+# memory do not accumulate over a process's life).
+POOL_RECYCLE_S = 1800
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -107,7 +114,7 @@ def create_engine(settings: Settings, *, purpose: str = "read") -> AsyncEngine:
         # The ingest path retries a failed commit anyway; a ping per checkout would cost
         # every batch a round trip.
         pool_pre_ping=not ingest,
-        pool_recycle=1800,
+        pool_recycle=POOL_RECYCLE_S,
         pool_timeout=settings.commit_timeout_s,
         connect_args={
             "server_settings": server_settings,
@@ -203,37 +210,90 @@ async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[Any]:
     A connection that broke, timed out or is still in a transaction after an error is
     invalidated, so the pool never hands it out again.
     """
-    async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None  # a checked-out connection always has its driver
-        try:
-            async with driver.transaction():
-                local = _PER_TRANSACTION.get(engine.sync_engine)
-                if local is not None:
-                    await driver.execute(
-                        "SELECT set_config('statement_timeout', $1, true),"
-                        " CASE WHEN $2 = '' THEN '' ELSE set_config('role', $2, true) END",
-                        local["statement_timeout"],
-                        local["role"],
-                    )
-                yield driver
-        except BaseException as exc:
-            # A connection whose transaction did not end cleanly must not be reused: after a
-            # timeout (a frozen or overloaded server) the rollback may never have reached
-            # the server, which would go on holding the transaction and its chain-head
-            # locks while the pool handed the connection out again. Closing it makes the
-            # server abort the transaction.
-            if (
-                driver.is_closed()
-                or driver.is_in_transaction()
-                or isinstance(exc, TimeoutError | OSError | asyncpg.InterfaceError)
-            ):
-                await conn.invalidate()
-            raise
+    async with engine.connect() as conn, _driver_transaction_on(engine, conn) as driver:
+        yield driver
+
+
+@asynccontextmanager
+async def _driver_transaction_on(engine: AsyncEngine, conn: AsyncConnection) -> AsyncIterator[Any]:
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None  # a checked-out connection always has its driver
+    try:
+        async with driver.transaction():
+            local = _PER_TRANSACTION.get(engine.sync_engine)
+            if local is not None:
+                await driver.execute(
+                    "SELECT set_config('statement_timeout', $1, true),"
+                    " CASE WHEN $2 = '' THEN '' ELSE set_config('role', $2, true) END",
+                    local["statement_timeout"],
+                    local["role"],
+                )
+            yield driver
+    except BaseException as exc:
+        # A connection whose transaction did not end cleanly must not be reused: after a
+        # timeout (a frozen or overloaded server) the rollback may never have reached
+        # the server, which would go on holding the transaction and its chain-head
+        # locks while the pool handed the connection out again. Closing it makes the
+        # server abort the transaction.
+        if (
+            driver.is_closed()
+            or driver.is_in_transaction()
+            or isinstance(exc, TimeoutError | OSError | asyncpg.InterfaceError)
+        ):
+            await conn.invalidate()
+        raise
 
 
 # --8<-- [end:driver-transaction]
+
+
+# --8<-- [start:held-connection]
+class HeldConnection:
+    """A connection of ``engine``'s pool that one long-lived task keeps between transactions.
+
+    A group committer runs one transaction after another. Checking a connection out of
+    the pool and back in around each cost SQLAlchemy's pool about 100 µs of CPU: a sixth of
+    what a one-event commit costs its process (measured: 590 → 490 µs per commit). The
+    committer keeps one instead, in transactions exactly as `driver_transaction` runs them.
+    The connection goes back to the pool, and the next transaction takes another, when it
+    was invalidated (broken, timed out, or left in a transaction), and once it is older
+    than ``max_age_s``, so a kept connection ages out as a pooled one does.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, max_age_s: float = POOL_RECYCLE_S) -> None:
+        self.engine = engine
+        self.max_age_s = max_age_s
+        self._conn: AsyncConnection | None = None
+        self._taken_at = 0.0
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """The kept connection's driver, in a transaction (see `driver_transaction`)."""
+        conn = await self._connection()
+        try:
+            async with _driver_transaction_on(self.engine, conn) as driver:
+                yield driver
+        finally:
+            if conn.invalidated:
+                await self.release()
+
+    async def _connection(self) -> AsyncConnection:
+        if self._conn is not None and time.monotonic() - self._taken_at > self.max_age_s:
+            await self.release()
+        if self._conn is None:
+            self._conn = await self.engine.connect()
+            self._taken_at = time.monotonic()
+        return self._conn
+
+    async def release(self) -> None:
+        """Give the connection back to the pool (the next transaction takes one again)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+
+# --8<-- [end:held-connection]
 
 
 @asynccontextmanager

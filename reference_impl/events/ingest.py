@@ -28,7 +28,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from reference_impl.core.db import driver_transaction, scoped
+from reference_impl.core.db import HeldConnection, scoped
 from reference_impl.core.errors import (
     AuditError,
     ConflictError,
@@ -253,13 +253,18 @@ class GroupCommitter:
         self.keyring = keyring
         self.max_events = max_events
         self._queues: list[asyncio.Queue[_Pending]] = [asyncio.Queue() for _ in range(committers)]
+        # Each committer keeps its connection from one transaction to the next.
+        self._held = [HeldConnection(engine) for _ in range(committers)]
         self._tasks: list[asyncio.Task[None]] = []
         self._known_tenants: set[str] = set()
         self._closing = False
 
     async def start(self) -> None:
         """Start the committer tasks."""
-        self._tasks = [asyncio.create_task(self._run(q)) for q in self._queues]
+        self._tasks = [
+            asyncio.create_task(self._run(q, held))
+            for q, held in zip(self._queues, self._held, strict=True)
+        ]
 
     async def close(self) -> None:
         """Commit what is queued, then stop."""
@@ -271,6 +276,8 @@ class GroupCommitter:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for held in self._held:
+            await held.release()
 
     async def submit(self, tenant: str, events: Sequence[PreparedEvent]) -> list[IngestResult]:
         """Store ``events`` for ``tenant``; returns one result per event, in order.
@@ -286,7 +293,7 @@ class GroupCommitter:
         queue.put_nowait(_Pending(tenant, events, future))
         return await future
 
-    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+    async def _run(self, queue: asyncio.Queue[_Pending], held: HeldConnection) -> None:
         while True:
             batch = [await queue.get()]
             size = len(batch[0].events)
@@ -295,21 +302,21 @@ class GroupCommitter:
                 batch.append(item)
                 size += len(item.events)
             try:
-                await self._commit_or_isolate(batch)
+                await self._commit_or_isolate(batch, held)
             finally:
                 for _ in batch:
                     queue.task_done()
 
     # --8<-- [start:commit-or-isolate]
-    async def _commit_or_isolate(self, batch: list[_Pending]) -> None:
+    async def _commit_or_isolate(self, batch: list[_Pending], held: HeldConnection) -> None:
         try:
-            await self._commit(batch)
+            await self._commit(batch, held)
         except Exception as exc:
             if len(batch) > 1 and _blames_a_row(exc):
                 # One request's data broke the statement: commit each on its own so the
                 # others still land and only the culprit gets the error.
                 for item in batch:
-                    await self._commit_or_isolate([item])
+                    await self._commit_or_isolate([item], held)
                 return
             error = _as_problem(exc)
             for item in batch:
@@ -319,7 +326,7 @@ class GroupCommitter:
     # --8<-- [end:commit-or-isolate]
 
     # --8<-- [start:commit]
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Pending], held: HeldConnection) -> None:
         started = time.perf_counter()
         tenants = sorted({p.tenant for p in batch})
         fresh = [t for t in tenants if t not in self._known_tenants]
@@ -328,7 +335,7 @@ class GroupCommitter:
                 await repository.ensure_tenants(conn, fresh)
             self._known_tenants.update(fresh)
         keys = [(p.tenant, ev.event_id) for p in batch for ev in p.events]
-        async with driver_transaction(self.engine) as driver:
+        async with held.transaction() as driver:
             state = await open_batch(driver, tenants, keys)
             if len(state.heads) != len(tenants):
                 # The database lost a head this process thought existed (a restored or
