@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reference_impl.core.db import HeldConnection, create_engine
@@ -38,53 +39,54 @@ async def _divide_by_zero(held: HeldConnection) -> None:
         await driver.fetchval("SELECT 1 / 0")
 
 
-async def test_transactions_run_on_one_kept_connection(engine: AsyncEngine) -> None:
+@pytest.fixture
+async def held(engine: AsyncEngine) -> AsyncIterator[HeldConnection]:
     held = HeldConnection(engine)
-    try:
-        first = await _backend(held)
-        assert [await _backend(held) for _ in range(3)] == [first] * 3
-        # Kept, not pooled: the pool has it checked out between transactions.
-        assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
-    finally:
-        await held.release()
+    yield held
+    await held.release()
+
+
+async def test_transactions_run_on_one_kept_connection(
+    engine: AsyncEngine, held: HeldConnection
+) -> None:
+    first = await _backend(held)
+    assert [await _backend(held) for _ in range(3)] == [first] * 3
+    # Kept, not pooled: the pool has it checked out between transactions.
+    assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    await held.release()
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
 async def test_a_broken_connection_is_replaced_for_the_next_transaction(
-    engine: AsyncEngine,
+    held: HeldConnection,
 ) -> None:
-    held = HeldConnection(engine)
-    try:
-        before = await _backend(held)
-        with pytest.raises(asyncpg.InterfaceError):
-            await _break(held)
-        after = await _backend(held)
-        assert after != before
-    finally:
-        await held.release()
+    before = await _backend(held)
+    with pytest.raises(asyncpg.InterfaceError):
+        await _break(held)
+    assert await _backend(held) != before
 
 
 async def test_a_failed_statement_rolls_back_and_keeps_the_connection(
-    engine: AsyncEngine,
+    held: HeldConnection,
 ) -> None:
-    held = HeldConnection(engine)
-    try:
-        before = await _backend(held)
-        with pytest.raises(asyncpg.DivisionByZeroError):
-            await _divide_by_zero(held)
-        # The rollback reached the server: the connection is sound and kept.
-        assert await _backend(held) == before
-    finally:
-        await held.release()
+    before = await _backend(held)
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await _divide_by_zero(held)
+    # The rollback reached the server: the connection is sound and kept.
+    assert await _backend(held) == before
 
 
-async def test_an_old_connection_goes_back_to_the_pool(engine: AsyncEngine) -> None:
-    held = HeldConnection(engine, max_age_s=0.0)
-    try:
+async def test_an_old_connection_goes_back_to_the_pool(
+    engine: AsyncEngine, held: HeldConnection
+) -> None:
+    returned: list[object] = []
+    event.listen(engine.sync_engine.pool, "checkin", lambda *_: returned.append(1))
+    for _ in range(3):
         await _backend(held)
+    assert returned == []  # young: kept
+    held.max_age_s = 0.0
+    for _ in range(3):
         await _backend(held)
-        # Each transaction found the kept connection too old and took a fresh one; the
-        # old ones went back to the pool rather than piling up.
-        assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
-    finally:
-        await held.release()
+    # Each transaction found the kept connection too old, gave it back and took one.
+    assert len(returned) == 3
+    assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
