@@ -108,6 +108,7 @@ class PlainSchema:
         known = self._typed.get(model)
         if known is not None:
             return known
+        _refuse_what_is_not_carried_over(model)
         fields: dict[str, Any] = {}
         for name, info in model.model_fields.items():
             annotation = self._plain(info.annotation)
@@ -164,6 +165,20 @@ class PlainSchema:
                     f"{model.__name__}.{name}: models nested this way are not completed"
                 )
         return _Shape(tuple(defaults), tuple(nullable), tuple(nested), tuple(nested_lists))
+
+
+def _refuse_what_is_not_carried_over(model: type[BaseModel]) -> None:
+    """Models whose rules live outside their field types would be validated wrong.
+
+    Validators declared on the class (`field_validator`, `model_validator`) and aliases
+    belong to the model, not to the annotated types the TypedDict is made of.
+    """
+    decorators = model.__pydantic_decorators__
+    if decorators.field_validators or decorators.model_validators or decorators.validators:
+        raise TypeError(f"{model.__name__}: validators declared on the class are not carried over")
+    for name, info in model.model_fields.items():
+        if info.alias is not None or info.validation_alias is not None:
+            raise TypeError(f"{model.__name__}.{name}: aliases are not carried over")
 
 
 def _copier(default: Any) -> Callable[[], Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from reference_impl.events.plain_schema import PlainSchema
 from reference_impl.events.schemas import AuditEventIn
@@ -161,14 +161,30 @@ def _batch_via(parse: Callable[[], list[dict[str, Any]]]) -> Any:
         return _pydantic_fields(exc, "")
 
 
-def test_nesting_it_cannot_complete_is_refused() -> None:
-    from pydantic import BaseModel
+class _Inner(BaseModel):
+    a: int = 1
 
-    class Inner(BaseModel):
-        a: int = 1
 
-    class Outer(BaseModel):
-        grid: list[list[Inner]]
+class _Grid(BaseModel):
+    grid: list[list[_Inner]]
 
-    with pytest.raises(TypeError, match="grid"):
-        PlainSchema(Outer)
+
+class _Aliased(BaseModel):
+    a: int = Field(alias="A")
+
+
+class _Checked(BaseModel):
+    a: int
+
+    @field_validator("a")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        return value
+
+
+@pytest.mark.parametrize(
+    ("model", "named"), [(_Grid, "grid"), (_Aliased, "aliases"), (_Checked, "validators")]
+)
+def test_what_it_cannot_carry_over_is_refused(model: type[BaseModel], named: str) -> None:
+    with pytest.raises(TypeError, match=named):
+        PlainSchema(model)
