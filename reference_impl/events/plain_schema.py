@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
-from pydantic_core import PydanticUndefined
 from typing_extensions import TypedDict
 
 __all__ = ["PlainSchema"]
@@ -87,7 +86,6 @@ class PlainSchema:
     """
 
     def __init__(self, model: type[BaseModel]) -> None:
-        self.model = model
         self._typed: dict[type[BaseModel], Any] = {}
         self._adapter: TypeAdapter[dict[str, Any]] = TypeAdapter(self._typed_dict(model))
         self._shape = self._shape_of(model)
@@ -183,27 +181,25 @@ def _refuse_what_is_not_carried_over(model: type[BaseModel]) -> None:
 
 def _copier(default: Any) -> Callable[[], Any]:
     # A mutable default (`[]`) is copied per value, as pydantic copies it per model.
-    if default is PydanticUndefined:
-        raise TypeError("a field without a default is required")
     if isinstance(default, list | dict | set):
         return lambda: type(default)(default)
     return lambda: default
 
 
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The types of a union, or ``annotation`` alone."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return get_args(annotation)
+    return (annotation,)
+
+
 def _admits_none(annotation: Any) -> bool:
-    return annotation is None or (
-        get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
-    )
+    return any(a is None or a is type(None) for a in _members(annotation))
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     """The model ``annotation`` is, alone or `| None`."""
-    candidates = (
-        get_args(annotation)
-        if get_origin(annotation) in (Union, types.UnionType)
-        else (annotation,)
-    )
-    models = [a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)]
+    models = [a for a in _members(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
     return models[0] if len(models) == 1 else None
 
 
