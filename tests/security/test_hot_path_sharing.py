@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
+from reference_impl.core.embedded import EmbeddedValkey
 from reference_impl.core.errors import RateLimitedError, UnauthorizedError
 from reference_impl.core.settings import Settings
+from reference_impl.security.ratelimit import RateLimiter
 from reference_impl.security.service import ApiKeyService, Caller
 from tests.conftest import new_tenant
 from tests.support.apps import app_with
@@ -107,3 +112,40 @@ async def test_spends_go_on_after_the_server_forgets_the_script(settings: Settin
         await app.state.redis.script_flush()  # as a restarted server would have
         headers = await limiter.spend(caller, "query")
         assert headers["RateLimit"].startswith('"query";r=1;')
+
+
+async def test_spends_of_several_tenants_go_on_after_the_server_forgets_the_script(
+    settings: Settings,
+) -> None:
+    async with app_with(settings, rate_limit_query_key="3/minute") as (app, _):
+        limiter = app.state.rate_limiter
+        run = uuid.uuid4().hex[:8]
+        callers = [Caller(f"rl-{t}-{run}", f"key:{t}") for t in ("x", "y")]
+        await app.state.redis.script_flush()
+        # Spends of two tenants in one turn of the loop share a pipelined round trip.
+        first = await asyncio.gather(*(limiter.spend(c, "query") for c in callers))
+        await app.state.redis.script_flush()
+        second = await asyncio.gather(*(limiter.spend(c, "query") for c in callers))
+        assert [h["RateLimit"][:12] for h in first] == ['"query";r=2;'] * 2
+        assert [h["RateLimit"][:12] for h in second] == ['"query";r=1;'] * 2
+
+
+async def test_spends_stay_out_of_the_append_only_file(settings: Settings) -> None:
+    # The server fsyncs every write to its append-only file (as the ingest queue needs);
+    # counters that a spend waits on must not be among them.
+    valkey = EmbeddedValkey(Path(tempfile.mkdtemp(prefix="auditkit-aof-")) / "valkey")
+    valkey.start()
+    client = aioredis.from_url(valkey.url())
+    try:
+        limiter = RateLimiter(client, settings)
+        caller = Caller("rl-aof", "key:aof")
+        for _ in range(3):
+            await limiter.spend(caller, "ingest")
+        await client.xadd("control-stream", {"k": "v"})
+        assert len(await client.keys("auditkit:ratelimit:*")) == 2  # tenant and credential
+        logged = b"".join(p.read_bytes() for p in valkey.data_dir.rglob("*.aof"))
+        assert b"control-stream" in logged
+        assert b"auditkit:ratelimit" not in logged
+    finally:
+        await client.aclose()
+        valkey.stop()
