@@ -251,7 +251,6 @@ async def open_loop(
     pool = _Pool(target, connections)
     result = LoadResult(sent=len(requests))
     interval = 1.0 / rate
-    start = last = 0.0  # set once the collector is paused: its collection is not timed
     pending: set[asyncio.Task[None]] = set()
 
     async def one(i: int, due: float) -> None:
@@ -277,7 +276,7 @@ async def open_loop(
         if progress is not None and len(result.latencies_s) % 500 == 0:
             progress(len(result.latencies_s))
 
-    with collector_paused():
+    with collector_paused():  # its collection is not timed: the clock starts inside
         start = last = loop.time() + 0.05
         for i in range(len(requests)):
             due = start + i * interval
@@ -357,7 +356,6 @@ async def closed_loop(
     pool.idle.extend(connections)
     pool.open = len(connections)
     result = LoadResult()
-    start = stop_at = last = 0.0  # set once the collector is paused
 
     async def client() -> None:
         nonlocal last
@@ -385,7 +383,7 @@ async def closed_loop(
         finally:
             pool.release(conn)
 
-    with collector_paused():
+    with collector_paused():  # its collection is not timed: the clock starts inside
         start = last = loop.time()
         stop_at = start + duration_s
         await asyncio.gather(*(client() for _ in range(concurrency)))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -130,10 +129,10 @@ async def test_spends_of_several_tenants_go_on_after_the_server_forgets_the_scri
         assert [h["RateLimit"][:12] for h in second] == ['"query";r=1;'] * 2
 
 
-async def test_spends_stay_out_of_the_append_only_file(settings: Settings) -> None:
+async def test_spends_stay_out_of_the_append_only_file(settings: Settings, tmp_path: Path) -> None:
     # The server fsyncs every write to its append-only file (as the ingest queue needs);
     # counters that a spend waits on must not be among them.
-    valkey = EmbeddedValkey(Path(tempfile.mkdtemp(prefix="auditkit-aof-")) / "valkey")
+    valkey = EmbeddedValkey(tmp_path / "valkey")
     valkey.start()
     client = aioredis.from_url(valkey.url())
     try:
