@@ -99,6 +99,8 @@ def create_engine(settings: Settings, *, purpose: str = "read") -> AsyncEngine:
             # has grown (measured: 3.4 ms instead of 0.02 ms per lookup, under the chain-head
             # lock). Their arrays hold 1 to thousands of rows, which only a plan made for the
             # values at hand gets right. (Behind PgBouncer nothing is reused: the same holds.)
+            # The two statements of every commit call functions that keep their own plans,
+            # which go by primary key at any size (migration 0007).
             server_settings["plan_cache_mode"] = "force_custom_plan"
         if settings.database_role:
             server_settings["role"] = settings.database_role

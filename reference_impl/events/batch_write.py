@@ -1,4 +1,4 @@
-"""Everything one ingest transaction writes, sent as one statement.
+"""Everything one ingest transaction writes, sent as one call.
 
 Under load an API process's event loop is busy with requests, so every `await` inside the
 ingest transaction waits for the loop to come round again, while the transaction holds its
@@ -7,7 +7,8 @@ known once the batch is planned, so they go in one statement of data-modifying C
 of four: the events and their index rows, the Merkle subtrees the new leaves complete, the
 moved frontiers and the moved chain heads. PostgreSQL runs every part of the statement or
 none, and a constraint broken by any row fails the whole statement as the separate
-statements did.
+statements did. The statement runs inside `auditkit_write_batch`, planned once per
+connection (see migration 0007).
 """
 
 from __future__ import annotations
@@ -24,55 +25,13 @@ __all__ = ["write_batch"]
 
 HASH_BYTES = 32
 
-# A frontier is a variable-length list of hashes; sent as one bytea of concatenated 32-byte
+# The statement lives in the database function `auditkit_write_batch` (migration 0007),
+# which keeps its plan for the connection's life and cannot keep a plan that scans. A
+# frontier is a variable-length list of hashes; sent as one bytea of concatenated 32-byte
 # hashes per tenant, because PostgreSQL arrays of arrays must be rectangular. Every row of a
 # transaction has the same `recorded_at`, sent once ($3): encoding a timestamp costs the
 # driver as much as encoding six short strings.
-_WRITE_BATCH = """
-WITH r AS (
-    SELECT u.*, $3::timestamptz AS recorded_at FROM unnest(
-        $1::text[], $2::bigint[], $4::uuid[], $5::timestamptz[],
-        $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-        $12::bytea[], $13::bytea[], $14::bytea[], $15::text[], $16::bytea[], $17::bytea[]
-    ) AS u(
-        tenant_id, seq, event_id, occurred_at, action, category, outcome,
-        data_classification, principal_id, subject_id, canonical, prev_hash, hash, key_id,
-        signature, content_digest
-    )
-), events AS (
-    INSERT INTO audit_events (
-        tenant_id, seq, recorded_at, event_id, occurred_at, action, category, outcome,
-        data_classification, principal_id, subject_id, canonical, prev_hash, hash, key_id,
-        signature
-    )
-    SELECT tenant_id, seq, recorded_at, event_id, occurred_at, action, category, outcome,
-        data_classification, principal_id, subject_id, canonical, prev_hash, hash, key_id,
-        signature
-    FROM r
-), index_rows AS (
-    INSERT INTO audit_event_index
-        (tenant_id, event_id, seq, recorded_at, content_digest, hash, key_id)
-    SELECT tenant_id, event_id, seq, recorded_at, content_digest, hash, key_id FROM r
-), nodes AS (
-    INSERT INTO merkle_nodes (tenant_id, level, idx, hash)
-    SELECT * FROM unnest($18::text[], $19::smallint[], $20::bigint[], $21::bytea[])
-), frontiers AS (
-    INSERT INTO merkle_frontiers (tenant_id, tree_size, frontier)
-    SELECT v.tenant_id, v.tree_size, ARRAY(
-        SELECT substring(v.packed FROM g * 32 + 1 FOR 32)
-        FROM generate_series(0, length(v.packed) / 32 - 1) AS g ORDER BY g
-    )
-    FROM unnest($22::text[], $23::bigint[], $24::bytea[]) AS v(tenant_id, tree_size, packed)
-    ON CONFLICT (tenant_id) DO UPDATE
-        SET tree_size = excluded.tree_size, frontier = excluded.frontier, updated_at = now()
-), heads AS (
-    UPDATE chain_heads AS h
-    SET next_seq = v.next_seq, head_hash = v.head_hash, updated_at = now()
-    FROM unnest($25::text[], $26::bigint[], $27::bytea[]) AS v(tenant_id, next_seq, head_hash)
-    WHERE h.tenant_id = v.tenant_id
-)
-SELECT 1
-"""
+_WRITE_BATCH = "SELECT auditkit_write_batch({})".format(", ".join(f"${i}" for i in range(1, 28)))
 
 
 # --8<-- [start:write-batch]

@@ -42,6 +42,70 @@ async def test_ingest_connections_plan_each_statement_for_its_values(settings: S
         assert mode == expected, purpose
 
 
+# Sequential scans of the current transaction, per table, and index scans of its indexes.
+_SCANS = """
+SELECT c.relname, pg_stat_get_xact_numscans(c.oid) AS seq,
+       (SELECT coalesce(sum(pg_stat_get_xact_numscans(i.indexrelid)), 0)
+        FROM pg_index AS i WHERE i.indrelid = c.oid) AS idx
+FROM pg_class AS c
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
+"""
+
+
+async def test_the_ingest_functions_find_rows_by_key_on_plans_they_keep(
+    app: object, client: httpx.AsyncClient, settings: Settings, tenant: Tenant
+) -> None:
+    # Their plans are made once per connection, so none of them may depend on the size
+    # of a table: the test database's tables are small, where a scan would be the cheaper
+    # plan, and every lookup, lock and update must still go by key.
+    for _ in range(2):
+        response = await client.post("/v1/events", json=make_event(), headers=tenant.headers)
+        assert response.status_code == 201
+    engine = app.state.ingest_engine  # type: ignore[attr-defined]
+    async with driver_transaction(engine) as driver:
+        for _ in range(7):  # past the five runs after which a plan may be kept anyway
+            event = parse_event(orjson.dumps(make_event()), settings)
+            state = await open_batch(driver, [tenant.name], [(tenant.name, event.event_id)])
+            plan = plan_batch(
+                [(tenant.name, [event])],
+                state.heads,
+                state.existing,
+                app.state.keyring,  # type: ignore[attr-defined]
+                datetime.now(UTC),
+            )
+            tree = await extend_trees(
+                plan.event_rows, state.frontiers, partial(stored_leaves, driver)
+            )
+            await write_batch(
+                driver, plan.event_rows, plan.index_rows, tree.nodes, tree.frontiers, plan.heads
+            )
+        scans = {name: (seq, idx) for name, seq, idx in await driver.fetch(_SCANS)}
+        settings_of = {
+            row["proname"]: row["proconfig"]
+            for row in await driver.fetch(
+                "SELECT proname, proconfig FROM pg_proc"
+                " WHERE proname IN ('auditkit_open_batch', 'auditkit_write_batch')"
+            )
+        }
+
+    assert {name for name, (seq, _) in scans.items() if seq} == set()
+    for table in ("chain_heads", "audit_event_index", "merkle_frontiers"):
+        assert scans[table][1] >= 7, table
+    for config in settings_of.values():
+        assert "plan_cache_mode=force_generic_plan" in config
+    assert settings_of.keys() == {"auditkit_open_batch", "auditkit_write_batch"}
+    # The rest of the transaction plans as before: the settings end with each call.
+    assert await _plan_cache_mode(engine) == "force_custom_plan"
+
+
+async def _plan_cache_mode(engine: Any) -> str:
+    async with driver_transaction(engine) as driver:
+        await driver.fetch(
+            "SELECT * FROM auditkit_open_batch($1::text[], $2::text[], $3::uuid[])", [], [], []
+        )
+        return str(await driver.fetchval("SELECT current_setting('plan_cache_mode')"))
+
+
 async def test_batch_state_holds_stored_entries_and_frontiers(
     app: object, client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
