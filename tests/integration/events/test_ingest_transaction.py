@@ -66,19 +66,7 @@ async def test_the_ingest_functions_find_rows_by_key_on_plans_they_keep(
         for _ in range(7):  # past the five runs after which a plan may be kept anyway
             event = parse_event(orjson.dumps(make_event()), settings)
             state = await open_batch(driver, [tenant.name], [(tenant.name, event.event_id)])
-            plan = plan_batch(
-                [(tenant.name, [event])],
-                state.heads,
-                state.existing,
-                app.state.keyring,  # type: ignore[attr-defined]
-                datetime.now(UTC),
-            )
-            tree = await extend_trees(
-                plan.event_rows, state.frontiers, partial(stored_leaves, driver)
-            )
-            await write_batch(
-                driver, plan.event_rows, plan.index_rows, tree.nodes, tree.frontiers, plan.heads
-            )
+            await _write_one(app, driver, tenant.name, event, state)
         scans = {name: (seq, idx) for name, seq, idx in await driver.fetch(_SCANS)}
         settings_of = {
             row["proname"]: row["proconfig"]
@@ -195,6 +183,19 @@ async def _open_alone(engine: Any, tenant: str, key: tuple[str, uuid.UUID]) -> B
         return await open_batch(driver, [tenant], [key])
 
 
+async def _write_one(
+    app: Any, driver: asyncpg.Connection, tenant: str, event: Any, state: BatchState
+) -> None:
+    """Plan ``event`` on the opened ``state`` and write it, as a commit of one event does."""
+    plan = plan_batch(
+        [(tenant, [event])], state.heads, state.existing, app.state.keyring, datetime.now(UTC)
+    )
+    tree = await extend_trees(plan.event_rows, state.frontiers, partial(stored_leaves, driver))
+    await write_batch(
+        driver, plan.event_rows, plan.index_rows, tree.nodes, tree.frontiers, plan.heads
+    )
+
+
 async def test_a_waiting_batch_reads_what_the_lock_holder_committed(
     app: object, client: httpx.AsyncClient, settings: Settings, tenant: Tenant
 ) -> None:
@@ -210,17 +211,7 @@ async def test_a_waiting_batch_reads_what_the_lock_holder_committed(
         waiter = asyncio.create_task(_open_alone(engine, tenant.name, key))
         await asyncio.sleep(0.3)
         assert not waiter.done(), "the second batch did not wait for the chain-head lock"
-        plan = plan_batch(
-            [(tenant.name, [event])],
-            held.heads,
-            held.existing,
-            app.state.keyring,  # type: ignore[attr-defined]
-            datetime.now(UTC),
-        )
-        tree = await extend_trees(plan.event_rows, held.frontiers, partial(stored_leaves, holder))
-        await write_batch(
-            holder, plan.event_rows, plan.index_rows, tree.nodes, tree.frontiers, plan.heads
-        )
+        await _write_one(app, holder, tenant.name, event, held)
     waited = await waiter
 
     assert key not in held.existing
