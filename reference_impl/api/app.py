@@ -41,6 +41,7 @@ API_VERSION = API_PREFIX.strip("/")
 
 # Routers mounted under /v1, and routers mounted at the root (probes).
 VERSIONED_ROUTERS: list[APIRouter] = [
+    event_endpoints.ingest_router,
     event_endpoints.router,
     pipeline_endpoints.router,
     transparency_endpoints.router,

@@ -14,7 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from reference_impl.core.db import scoped
 from reference_impl.core.errors import NotFoundError, ProblemField, ValidationFailedError
-from reference_impl.core.http import API_PREFIX, get_engine, get_settings_dep, read_json_body
+from reference_impl.core.http import (
+    API_PREFIX,
+    DirectRoute,
+    get_engine,
+    get_settings_dep,
+    read_json_body,
+)
 from reference_impl.core.settings import Settings
 from reference_impl.events import repository
 from reference_impl.events.access_log import record_access
@@ -38,9 +44,11 @@ from reference_impl.security.dependencies import authorize, query_budget, spend_
 from reference_impl.security.encryption import FieldEncryptor
 from reference_impl.security.service import Caller
 
-__all__ = ["router"]
+__all__ = ["ingest_router", "router"]
 
 router = APIRouter(prefix=API_PREFIX, tags=["events"], dependencies=[Depends(authorize)])
+# The routes every event passes through read the request themselves (see `DirectRoute`).
+ingest_router = APIRouter(prefix=API_PREFIX, tags=["events"], route_class=DirectRoute)
 
 CallerDep = Annotated[Caller, Depends(authorize)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
@@ -66,13 +74,36 @@ def _ingest(request: Request) -> IngestService:
     return service
 
 
-ModeParam = Annotated[
-    Literal["sync", "async"] | None,
-    Query(
-        description="`sync`: answer 201 after the commit. `async`: answer 202 once the event "
-        "is in the queue. Default: the `ingest_mode_default` setting."
-    ),
-]
+IngestMode = Literal["sync", "async"]
+_MODES: tuple[IngestMode, ...] = ("sync", "async")
+_MODE_DOC = (
+    "`sync`: answer 201 after the commit. `async`: answer 202 once the event is in the "
+    "queue. Default: the `ingest_mode_default` setting."
+)
+_MODE_PARAMETER: dict[str, Any] = {
+    "name": "mode",
+    "in": "query",
+    "required": False,
+    "description": _MODE_DOC,
+    "schema": {
+        "anyOf": [{"enum": list(_MODES), "type": "string"}, {"type": "null"}],
+        "description": _MODE_DOC,
+        "title": "Mode",
+    },
+}
+
+
+def _mode(request: Request) -> IngestMode | None:
+    """The `mode` query parameter of an ingest route (declared by `_MODE_PARAMETER`)."""
+    value = request.query_params.get("mode")
+    if value is None:
+        return None
+    for mode in _MODES:
+        if value == mode:
+            return mode
+    raise ValidationFailedError(
+        [ProblemField("Input should be 'sync' or 'async'", parameter="mode")]
+    )
 
 
 async def _seal(request: Request, tenant: str, events: list[PreparedEvent]) -> list[PreparedEvent]:
@@ -87,17 +118,19 @@ async def _open(request: Request, tenant: str, event: dict[str, Any]) -> dict[st
     return event if encryptor is None else await encryptor.decrypt(tenant, event)
 
 
-def _body_schema(model: str) -> dict[str, Any]:
+def _ingest_openapi(model: str) -> dict[str, Any]:
+    """What FastAPI cannot see of an ingest route (`DirectRoute`): its body and `mode`."""
     return {
+        "parameters": [_MODE_PARAMETER],
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}},
-        }
+        },
     }
 
 
 # --8<-- [start:ingest-route]
-@router.post(
+@ingest_router.post(
     "/events",
     status_code=201,
     response_model=Receipt,
@@ -106,16 +139,17 @@ def _body_schema(model: str) -> dict[str, Any]:
         202: {"model": QueuedReceipt, "description": "Queued (`mode=async`)"},
         **_INGEST_ERRORS,
     },
-    openapi_extra=_body_schema(AuditEventIn.__name__),
+    openapi_extra=_ingest_openapi(AuditEventIn.__name__),
     summary="Record one audit event",
 )
-async def ingest_event(
-    request: Request, caller: CallerDep, settings: SettingsDep, mode: ModeParam = None
-) -> Response:
+async def ingest_event(request: Request) -> Response:
     """Store one event. `201` only after it is committed; a retry gets the same receipt.
 
     With `mode=async`, `202` once the event is durably in the ingest queue.
     """
+    caller = await authorize(request)
+    settings: Settings = request.app.state.settings
+    mode = _mode(request)
     raw = await read_json_body(request, settings.max_event_bytes)
     event = parse_event(raw, settings)
     await spend_budget(request, caller, "ingest")
@@ -134,7 +168,7 @@ async def ingest_event(
 # --8<-- [end:ingest-route]
 
 
-@router.post(
+@ingest_router.post(
     "/events:batch",
     status_code=201,
     response_model=BatchReceipts,
@@ -143,13 +177,14 @@ async def ingest_event(
         202: {"model": QueuedBatch, "description": "Queued (`mode=async`)"},
         **_INGEST_ERRORS,
     },
-    openapi_extra=_body_schema(BatchIn.__name__),
+    openapi_extra=_ingest_openapi(BatchIn.__name__),
     summary="Record up to 1000 audit events at once",
 )
-async def ingest_batch(
-    request: Request, caller: CallerDep, settings: SettingsDep, mode: ModeParam = None
-) -> Response:
+async def ingest_batch(request: Request) -> Response:
     """Store a batch atomically: every event is committed, or none (on any invalid event)."""
+    caller = await authorize(request)
+    settings: Settings = request.app.state.settings
+    mode = _mode(request)
     raw = await read_json_body(request, settings.max_batch_bytes)
     events = parse_batch(raw, settings)
     await spend_budget(request, caller, "ingest", len(events))

@@ -29,3 +29,7 @@ async def test_openapi_lists_routes_and_schemas(client: httpx.AsyncClient) -> No
     assert event["additionalProperties"] is False
     assert "event_id" in event["required"]
     assert set(paths["/v1/events"]["post"]["responses"]) >= {"201", "200", "409", "422", "503"}
+    for path in ("/v1/events", "/v1/events:batch"):
+        [mode] = paths[path]["post"]["parameters"]
+        assert (mode["name"], mode["in"], mode["required"]) == ("mode", "query", False)
+        assert mode["schema"]["anyOf"][0]["enum"] == ["sync", "async"]

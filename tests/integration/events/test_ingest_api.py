@@ -176,6 +176,24 @@ async def test_batch_limit(client: httpx.AsyncClient, tenant: Tenant) -> None:
 
 
 @pytest.mark.parametrize(
+    ("path", "body"),
+    [("/v1/events", make_event()), ("/v1/events:batch", {"events": [make_event()]})],
+)
+async def test_unknown_mode_is_422_naming_the_parameter(
+    client: httpx.AsyncClient, tenant: Tenant, path: str, body: dict[str, object]
+) -> None:
+    resp = await client.post(f"{path}?mode=later", json=body, headers=tenant.headers)
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["errors"] == [
+        {"detail": "Input should be 'sync' or 'async'", "parameter": "mode"}
+    ]
+    assert await _count(client, tenant) == 0
+    stored = await client.post(f"{path}?mode=sync", json=body, headers=tenant.headers)
+    assert stored.status_code == 201
+
+
+@pytest.mark.parametrize(
     ("headers", "detail"),
     [
         ({}, "send an API key in 'Authorization: Bearer' or 'X-API-Key'"),
