@@ -77,6 +77,10 @@ class FloorServer:
         """Base URL of the server."""
         return f"http://127.0.0.1:{self.port}"
 
+    def pid(self) -> int | None:
+        """The server's root process while it runs (its processes are its children)."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait until every process listens."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from loadtests.bench.cpu import CpuMeter
 from loadtests.bench.floor import FloorServer
 from loadtests.bench.http import (
     HttpTarget,
@@ -86,23 +87,28 @@ class LatencySummary:
 
 @dataclass
 class RatePoint:
-    """Single-event ingest at one offered rate."""
+    """Single-event ingest at one offered rate.
+
+    ``cpu_us``: microseconds of CPU per answered request, by part (`loadtests.bench.cpu`).
+    """
 
     offered_per_s: float
     achieved_per_s: float
     latency: LatencySummary
     errors: int
     unanswered: int
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class ThroughputResult:
-    """Events per second through one path."""
+    """Events per second through one path; ``cpu_us``: CPU per event, by part."""
 
     events_per_s: float
     requests: int
     errors: int
     latency: LatencySummary
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,7 +169,8 @@ async def single_event_sweep(
     run stops at the first rate whose achieved throughput falls below half the offer,
     since every higher rate would only queue more.
     """
-    return await _sweep(stack.api_url, 3, keys, rates, duration_s, on_rate, progress)
+    meter = CpuMeter(stack.cpu_parts())
+    return await _sweep(stack.api_url, 3, keys, rates, duration_s, meter, on_rate, progress)
 
 
 async def http_floor(
@@ -176,7 +183,8 @@ async def http_floor(
     progress: Progress | None = None,
 ) -> list[RatePoint]:
     """The single-event sweep's requests, at its pace, against the no-op server."""
-    return await _sweep(floor.url, 4, keys, rates, duration_s, on_rate, progress)
+    meter = CpuMeter({"server": floor.pid})
+    return await _sweep(floor.url, 4, keys, rates, duration_s, meter, on_rate, progress)
 
 
 async def _sweep(
@@ -185,6 +193,7 @@ async def _sweep(
     keys: Sequence[TenantKey],
     rates: Sequence[float],
     duration_s: float,
+    meter: CpuMeter,
     on_rate: Callable[[float], None] | None,
     progress: Progress | None,
 ) -> list[RatePoint]:
@@ -201,7 +210,9 @@ async def _sweep(
             request_bytes("POST", "/v1/events", target.host, _headers(next(cycle)), factory.body())
             for _ in range(count)
         ]
+        meter.start()
         result = await open_loop(target, requests, rate, progress=progress)
+        meter.stop()
         points.append(
             RatePoint(
                 offered_per_s=rate,
@@ -209,6 +220,7 @@ async def _sweep(
                 latency=LatencySummary.of(result.latencies_s),
                 errors=_errors(result),
                 unanswered=result.unanswered,
+                cpu_us=meter.per_unit(result.ok),
             )
         )
         await asyncio.sleep(1.0)  # let the queues of this rate drain before the next
@@ -259,6 +271,9 @@ async def batch_ingest(
             body = factory.batch_body(batch_size)
         return request_bytes("POST", "/v1/events:batch", target.host, _headers(next(cycle)), body)
 
+    connections = await _spread(stack, target, concurrency)
+    meter = CpuMeter(stack.cpu_parts())
+    meter.start()
     result = await closed_loop(
         target,
         next_request,
@@ -266,13 +281,15 @@ async def batch_ingest(
         duration_s=duration_s,
         events_per_request=batch_size,
         progress=progress,
-        connections=await _spread(stack, target, concurrency),
+        connections=connections,
     )
+    meter.stop()
     return ThroughputResult(
         round(result.events_per_s, 1),
         result.ok,
         _errors(result),
         LatencySummary.of(result.latencies_s),
+        meter.per_unit(result.ok_events),
     )
 
 

@@ -11,9 +11,27 @@ from typing import Any
 
 from loadtests.bench.run import BenchResult
 
-__all__ = ["GOALS", "PLOTS", "floor_rate", "floor_reached", "render_report", "write_report"]
+__all__ = [
+    "CPU_PARTS",
+    "GOALS",
+    "PLOTS",
+    "cpu_rows",
+    "floor_rate",
+    "floor_reached",
+    "render_report",
+    "write_report",
+]
 
-PLOTS = ("single-events.png", "throughput.png", "queries.png")
+PLOTS = ("single-events.png", "throughput.png", "queries.png", "cpu.png")
+
+# The parts of the stack a CPU breakdown names, in the order of its columns.
+CPU_PARTS = (
+    ("api", "API"),
+    ("postgres", "PostgreSQL"),
+    ("valkey", "Valkey"),
+    ("worker", "worker"),
+    ("generator", "load generator"),
+)
 
 # The goals of the performance work on a two-core machine with the load generator beside the
 # service (issue: load drills and the benchmark harness).
@@ -55,6 +73,87 @@ def floor_reached(result: BenchResult) -> bool:
         return False
     last = result.floor[-1]
     return bool(last["achieved_per_s"] < 0.95 * last["offered_per_s"])
+
+
+def _unattributed(cpu: dict[str, float]) -> float:
+    return max(0.0, cpu.get("machine", 0.0) - sum(cpu.get(k, 0.0) for k, _ in CPU_PARTS))
+
+
+def cpu_rows(result: BenchResult) -> list[list[str]]:
+    """Rows of the CPU table: each offered single-event rate, then batch ingest (per event).
+
+    Columns: what was measured, achieved events/s, µs of CPU per event for each part of
+    `CPU_PARTS`, unattributed, the whole machine, and the cores the machine kept busy.
+    """
+    measured = [
+        (f"single, {p['offered_per_s']:,.0f}/s offered", p["achieved_per_s"], p["cpu_us"])
+        for p in result.single
+        if p.get("cpu_us")
+    ]
+    if result.batch.get("cpu_us"):
+        size = result.batch.get("batch_size", "-")
+        measured.append((f"batch of {size}", result.batch["events_per_s"], result.batch["cpu_us"]))
+    rows = []
+    for name, achieved, cpu in measured:
+        busy = cpu.get("machine", 0.0) * achieved / 1e6
+        rows.append(
+            [
+                name,
+                _n(achieved),
+                *(_n(cpu.get(key)) for key, _ in CPU_PARTS),
+                _n(_unattributed(cpu)),
+                _n(cpu.get("machine")),
+                f"{busy:.2f}",
+            ]
+        )
+    return rows
+
+
+def _cpu_section(result: BenchResult, plot_dir: str) -> list[str]:
+    rows = cpu_rows(result)
+    if not rows:
+        return []
+    cpus = result.machine["cpus"]
+    budget = cpus * 1e6 / GOALS["single_events_per_s"]
+    top = max(
+        (p for p in result.single if p.get("cpu_us")),
+        key=lambda p: p["achieved_per_s"],
+    )
+    at_top = top["cpu_us"].get("machine", 0.0)
+    bound = cpus * 1e6 / at_top if at_top else 0.0
+    floor = [p for p in result.floor if p.get("cpu_us")]
+    floor_text = ""
+    if floor:
+        last = floor[-1]
+        floor_text = (
+            f" The no-op app's server spent {_n(last['cpu_us'].get('server'))} µs per request "
+            f"at {last['achieved_per_s']:,.0f} requests/s: that much of the API's share is "
+            "HTTP alone."
+        )
+    header = " | ".join(label for _, label in CPU_PARTS)
+    return [
+        "## Where the CPU goes",
+        "",
+        "Microseconds of CPU (user + system) per event, by part, measured around each open-loop "
+        "rate and the batch phase: the API processes, PostgreSQL with its backends, Valkey, the "
+        "queue worker (idle here), the load generator, and what the machine's cores spent "
+        "beyond them (unattributed: the kernel's network work in interrupt context, processes "
+        "that ended meanwhile). "
+        f"The machine has {cpus} cores: {cpus:,} million µs of CPU a second, so no rate can "
+        "pass that divided by the µs per event, however latency goes; "
+        f"{GOALS['single_events_per_s']:,.0f} single events/s leave {budget:,.0f} µs per event "
+        "for all of them together. At the highest achieved rate "
+        f"({top['achieved_per_s']:,.0f} events/s) the machine spent {at_top:,.0f} µs per "
+        f"event: at that cost, {bound:,.0f} events/s at most (below saturation an event costs "
+        f"more, since the service's fixed work is shared by fewer events).{floor_text}",
+        "",
+        f"| measured | achieved events/s | {header} | unattributed | machine | cores busy |",
+        "|---|" + "---|" * (len(CPU_PARTS) + 4),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        f"![CPU per event by part]({plot_dir}/{PLOTS[3]})",
+        "",
+    ]
 
 
 def summary_rows(result: BenchResult) -> list[tuple[str, str, str, str]]:
@@ -202,6 +301,7 @@ def render_report(result: BenchResult, plot_dir: str = "benchmark") -> str:
                 f"| {p['errors']} | {p['unanswered']} |"
             )
         lines.append("")
+    lines += _cpu_section(result, plot_dir)
     lines += [
         "## Throughput by path",
         "",
@@ -321,6 +421,45 @@ def plot(result: BenchResult, plot_dir: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(plot_dir / PLOTS[2], dpi=110)
+    plt.close(fig)
+
+    _plot_cpu(result, plot_dir / PLOTS[3], plt)
+
+
+def _plot_cpu(result: BenchResult, path: Path, plt: Any) -> None:
+    """Stacked bars: µs of CPU per event by part, for each rate and for batch ingest."""
+    measured = [
+        (f"{p['offered_per_s']:,.0f}/s", p["cpu_us"]) for p in result.single if p.get("cpu_us")
+    ]
+    if result.batch.get("cpu_us"):
+        measured.append(("batch", result.batch["cpu_us"]))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    names = [name for name, _ in measured]
+    bottom = [0.0] * len(measured)
+    parts = [*CPU_PARTS, ("unattributed", "unattributed")]
+    for key, label in parts:
+        values = [
+            _unattributed(cpu) if key == "unattributed" else cpu.get(key, 0.0)
+            for _, cpu in measured
+        ]
+        ax.bar(names, values, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    budget = result.machine.get("cpus", 2) * 1e6 / GOALS["single_events_per_s"]
+    ax.axhline(budget, color="grey", linestyle="--", linewidth=1)
+    ax.text(
+        len(names) - 0.5,
+        budget,
+        f"{GOALS['single_events_per_s']:,.0f} events/s on {result.machine.get('cpus', 2)} cores",
+        ha="right",
+        va="bottom",
+        fontsize=8,
+    )
+    ax.set_ylabel("µs of CPU per event")
+    ax.set_xlabel("single events by offered rate, and batch ingest")
+    ax.set_title("Where the CPU goes")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

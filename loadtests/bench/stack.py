@@ -19,7 +19,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,15 @@ class BenchStack:
                     return proc.pid
             await asyncio.sleep(0.01)
         return None
+
+    def cpu_parts(self) -> dict[str, Callable[[], int | None]]:
+        """The processes whose CPU a measurement charges to each part of the stack."""
+        return {
+            "api": lambda: self.api.pid if self.api else None,
+            "postgres": lambda: self.postgres.pid,
+            "valkey": lambda: self.valkey.pid,
+            "worker": lambda: self.worker.pid if self.worker else None,
+        }
 
     def api_rss(self) -> int:
         """Resident memory of the API (every process of it), in bytes."""

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from loadtests.bench.bulk import _prepared
-from loadtests.bench.report import PLOTS, render_report, summary_rows
+from loadtests.bench.report import PLOTS, cpu_rows, render_report, summary_rows
 from loadtests.bench.run import BenchConfig, BenchResult, sustained_rate
 from loadtests.scenarios.events import EventFactory
 from reference_impl.core.settings import Settings
@@ -41,6 +41,12 @@ def test_quick_benchmark_runs_every_phase() -> None:
     assert result.ceiling["events"] == quick.events and result.ceiling["events_per_s"] > 0
     assert [p["offered_per_s"] for p in result.single] == list(quick.rates)
     assert all(p["latency"]["samples"] > 0 for p in result.single)
+    # Each rate says where its CPU went: the API and PostgreSQL worked, and the machine's
+    # busy time covers what the parts were charged.
+    for cpu in [*(p["cpu_us"] for p in result.single), result.batch["cpu_us"]]:
+        assert cpu["api"] > 0 and cpu["postgres"] > 0 and cpu["generator"] > 0
+        assert cpu["machine"] >= 0.9 * (cpu["api"] + cpu["postgres"])
+    assert all(p["cpu_us"]["server"] > 0 for p in result.floor)
     # The floor is measured with the same requests against the no-op app, all answered.
     assert [p["offered_per_s"] for p in result.floor] == list(quick.floor_rates)
     assert all(p["errors"] == 0 and p["latency"]["samples"] > 0 for p in result.floor)
@@ -122,3 +128,34 @@ def test_single_events_are_compared_with_the_floor_only_once_it_is_found() -> No
     rows = {measure: value for measure, value, _, _ in summary_rows(result)}
     assert rows["HTTP floor (no-op app, same server and processes)"].startswith("above 7,990")
     assert rows["single events: highest achieved rate"] == "1,500 events/s"
+
+
+def test_the_cpu_table_divides_by_events_and_bounds_the_rate() -> None:
+    result = BenchResult(
+        command="auditkit bench",
+        started_at="-",
+        machine={"cpus": 2, "memory_gib": 24, "platform": "Linux", "python": "3.11"},
+        config=_config(),
+    )
+    cpu = {"api": 300.0, "postgres": 60.0, "valkey": 10.0, "worker": 1.0, "generator": 70.0}
+    result.single = [
+        {**_rate_point(1000, 1000), "cpu_us": {**cpu, "machine": 500.0}},
+        {**_rate_point(4000, 3000), "cpu_us": {**cpu, "machine": 600.0}},
+    ]
+    result.batch = {"batch_size": 500, "events_per_s": 16000.0, "cpu_us": {"machine": 120.0}}
+    rows = cpu_rows(result)
+    # 500 µs in all, 441 charged to the parts: 59 unattributed; 0.5 cores busy.
+    parts = ["300", "60", "10", "1", "70"]
+    assert rows[0] == ["single, 1,000/s offered", "1,000", *parts, "59", "500", "0.50"]
+    assert rows[1][-1] == "1.80"  # 600 µs per event at 3,000 events/s
+    assert rows[2][:2] == ["batch of 500", "16,000"] and rows[2][-1] == "1.92"
+    text = render_report(result)
+    # Two cores at 600 µs an event at the top rate: no more than 3,333 events/s.
+    assert "the machine spent 600 µs per event: at that cost, 3,333 events/s at most" in text
+    assert "leave 400 µs per event" in text
+
+
+def _config() -> dict[str, object]:
+    from dataclasses import asdict
+
+    return asdict(BenchConfig.quick())
