@@ -143,6 +143,14 @@ class Settings(BaseSettings):
     several processes write the same tenants: each extra committer is another transaction
     waiting on the same chain-head locks (measured on two cores, 2 processes, 8 tenants,
     1,000 events/s: p50 7-11 ms with one, 22 ms with two, 36 ms with four)."""
+    group_commit_linger_ms: float = Field(2.0, ge=0, le=100)
+    """How long a committer waits after the first request of a transaction for more to
+    join it (as a producer's `linger.ms`): fewer, larger commits for that much latency.
+    Measured on two cores, 2 processes, 8 tenants, 1,000 events/s: 2 ms against none took
+    PostgreSQL's CPU per request from 425-435 to 292-306 µs and the API's from 1,042-1,092
+    to 924-932 µs, for 2-3 ms more at the median; the highest rate rose from 2,878-2,983 to
+    3,277-3,309 events/s. The queue worker does not wait: it commits what it reads from
+    the stream, batches already."""
     partitions_ahead_months: int = Field(3, ge=1, le=24)
     api_key_cache_seconds: float = Field(30.0, ge=0)
 

@@ -247,11 +247,18 @@ class GroupCommitter:
     """
 
     def __init__(
-        self, engine: AsyncEngine, keyring: KeyRing, *, committers: int = 2, max_events: int = 2000
+        self,
+        engine: AsyncEngine,
+        keyring: KeyRing,
+        *,
+        committers: int = 2,
+        max_events: int = 2000,
+        linger_s: float = 0.0,
     ) -> None:
         self.engine = engine
         self.keyring = keyring
         self.max_events = max_events
+        self.linger_s = linger_s
         self._queues: list[asyncio.Queue[_Pending]] = [asyncio.Queue() for _ in range(committers)]
         # Each committer keeps its connection from one transaction to the next.
         self._held = [HeldConnection(engine) for _ in range(committers)]
@@ -297,6 +304,8 @@ class GroupCommitter:
         while True:
             batch = [await queue.get()]
             size = len(batch[0].events)
+            if self.linger_s and size < self.max_events:
+                await asyncio.sleep(self.linger_s)
             while size < self.max_events and not queue.empty():
                 item = queue.get_nowait()
                 batch.append(item)

@@ -65,6 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.keyring,
         committers=settings.group_commit_committers,
         max_events=settings.group_commit_max_events,
+        linger_s=settings.group_commit_linger_ms / 1000,
     )
     app.state.committer = committer
     app.state.monitor = IntegrityMonitor(

@@ -8,7 +8,9 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import Tenant
+from reference_impl.core.settings import Settings
+from tests.conftest import Tenant, new_tenant
+from tests.support.apps import app_with
 from tests.support.events import make_event
 
 pytestmark = pytest.mark.integration
@@ -117,6 +119,28 @@ async def test_concurrent_requests_share_transactions_and_stay_gapless(
     verdict = await client.get("/v1/integrity/verify", headers=tenant.headers)
     assert verdict.json()["valid"] is True
     assert verdict.json()["checked"] == 200
+
+
+@pytest.mark.parametrize(("linger_ms", "shared"), [(0, False), (100, True)])
+async def test_a_lingering_committer_lets_a_later_request_join_the_transaction(
+    settings: Settings, linger_ms: float, shared: bool
+) -> None:
+    async with app_with(settings, group_commit_linger_ms=linger_ms) as (app, client):
+        tenant = await new_tenant(app)
+        # Seen once: the tenant's chain head exists before the two requests race.
+        await client.post("/v1/events", json=make_event(), headers=tenant.headers)
+
+        async def later() -> httpx.Response:
+            await asyncio.sleep(0.02)  # well within the linger, well after the first
+            return await client.post("/v1/events", json=make_event(), headers=tenant.headers)
+
+        first, second = await asyncio.gather(
+            client.post("/v1/events", json=make_event(), headers=tenant.headers), later()
+        )
+    assert (first.status_code, second.status_code) == (201, 201)
+    # One transaction stamps one recorded_at.
+    assert (first.json()["recorded_at"] == second.json()["recorded_at"]) is shared
+    assert sorted([first.json()["seq"], second.json()["seq"]]) == [1, 2]
 
 
 async def test_tenant_comes_from_credentials_not_body(
