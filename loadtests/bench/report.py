@@ -109,6 +109,16 @@ def cpu_rows(result: BenchResult) -> list[list[str]]:
     return rows
 
 
+def _quiet(result: BenchResult) -> str:
+    quiet = result.ceiling.get("quiet")
+    if not quiet:
+        return ""
+    return (
+        f" The single-event phase then waited {quiet['waited_s']:g} s for the machine to go "
+        f"quiet (it started with {quiet['busy_cores']:.2f} cores busy)."
+    )
+
+
 def _cpu_section(result: BenchResult, plot_dir: str) -> list[str]:
     rows = cpu_rows(result)
     if not rows:
@@ -309,7 +319,7 @@ def render_report(result: BenchResult, plot_dir: str = "benchmark") -> str:
         f"({result.ceiling.get('rows_per_event', 0):.2f} rows each: the event, its index row and "
         "its Merkle nodes) in transactions of 20,000 events, then vacuumed, analysed and "
         "checkpointed them, so that no autovacuum or checkpoint of the load runs during "
-        "a later phase. Batch ingest ran "
+        f"a later phase.{_quiet(result)} Batch ingest ran "
         f"{c['batch_concurrency']} clients for {c['batch_seconds']:g} s. Queued mode accepted "
         f"for {c['queued_seconds']:g} s with the worker stopped, then one worker drained the "
         f"stream in {result.queued.get('drain_seconds', 0):,.1f} s.",

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from loadtests.bench import phases
 from loadtests.bench.bulk import build_log
+from loadtests.bench.cpu import wait_until_quiet
 from loadtests.bench.floor import FloorServer
 from loadtests.bench.stack import BenchStack
 from reference_impl.integrity import KeyRing
@@ -204,6 +205,10 @@ async def _run(
 
     keys = await stack.create_tenants([f"bench-{i}" for i in range(config.tenants)])
     log_keys = await stack.create_tenants([BULK_TENANT], keys_each=4)
+    reporter.phase("waiting for the machine to go quiet", None)
+    waited, busy = await wait_until_quiet()
+    result.ceiling["quiet"] = {"waited_s": waited, "busy_cores": busy}
+    reporter.done("waiting for the machine to go quiet", f"{waited:g} s, {busy:.2f} cores busy")
 
     points = await _rate_phase(
         reporter,

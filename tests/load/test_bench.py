@@ -39,6 +39,7 @@ def test_quick_benchmark_runs_every_phase() -> None:
         assert (out / "benchmark" / name).read_bytes()[:8] == PNG
     quick = BenchConfig.quick()
     assert result.ceiling["events"] == quick.events and result.ceiling["events_per_s"] > 0
+    assert result.ceiling["quiet"]["waited_s"] >= 1.0  # at least one window was sampled
     assert [p["offered_per_s"] for p in result.single] == list(quick.rates)
     assert all(p["latency"]["samples"] > 0 for p in result.single)
     # Each rate says where its CPU went: the API and PostgreSQL worked, and the machine's

@@ -56,3 +56,14 @@ def test_a_part_is_charged_for_its_children_and_the_rest_goes_elsewhere() -> Non
     per_event = meter.per_unit(1000)
     assert per_event["tree"] == round(spent["tree"] * 1e6 / 1000, 1)
     assert meter.per_unit(0) == {}
+
+
+async def test_waiting_for_quiet_stops_at_a_quiet_window_or_at_the_timeout() -> None:
+    from loadtests.bench.cpu import wait_until_quiet
+
+    # No machine is busier than all of its cores: the first window is quiet.
+    waited, busy = await wait_until_quiet(10_000, window_s=0.05, timeout_s=5)
+    assert waited < 5 and busy < 10_000
+    # Nor less busy than nothing: it gives up at the timeout and says how busy it was.
+    waited, busy = await wait_until_quiet(-1, window_s=0.05, timeout_s=0.2)
+    assert waited >= 0.2 and busy >= 0
