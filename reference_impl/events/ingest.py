@@ -244,6 +244,8 @@ class GroupCommitter:
         committers: Concurrent committer tasks; a tenant always goes to the same one, so
             one process never has two transactions waiting on the same chain head.
         max_events: Upper bound of events in one transaction.
+        linger_s: How long a committer waits after the first request of a transaction for
+            more to join it (`group_commit_linger_ms`); none by default.
     """
 
     def __init__(

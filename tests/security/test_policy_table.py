@@ -38,6 +38,17 @@ async def test_every_route_is_in_the_policy_table_and_no_entry_is_stale(app: obj
     assert not stale, f"policy entries without a route: {stale}"
 
 
+async def test_no_dependency_is_declared_where_a_direct_route_would_skip_it(app: object) -> None:
+    """`DirectRoute`s refuse their own dependencies; the app's would run for other routes
+    only, so the service declares none (the ingest endpoints authorize themselves)."""
+    from reference_impl.core.http import DirectRoute
+    from reference_impl.events.endpoints import ingest_router
+
+    assert not app.router.dependencies  # type: ignore[attr-defined]
+    direct = {route.path for route in ingest_router.routes if isinstance(route, DirectRoute)}
+    assert direct == {"/v1/events", "/v1/events:batch"}
+
+
 async def test_a_route_missing_from_the_table_is_refused(settings: Settings) -> None:
     from fastapi import APIRouter, Depends
 
