@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from loadtests.bench.stack import process_tree
+
 __all__ = ["CpuMeter", "busy_seconds", "tree_cpu_seconds", "wait_until_quiet"]
 
 Pid = Callable[[], int | None]
@@ -40,11 +42,13 @@ def tree_cpu_seconds(pid: int | None, *, children: bool = True) -> dict[int, flo
     """
     if pid is None:
         return {}
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)] if children else [root]
-    except psutil.NoSuchProcess:
-        return {}
+    if children:
+        procs = process_tree(pid)
+    else:
+        try:
+            procs = [psutil.Process(pid)]
+        except psutil.NoSuchProcess:
+            return {}
     seconds: dict[int, float] = {}
     for proc in procs:
         try:

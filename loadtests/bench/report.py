@@ -79,22 +79,29 @@ def _unattributed(cpu: dict[str, float]) -> float:
     return max(0.0, cpu.get("machine", 0.0) - sum(cpu.get(k, 0.0) for k, _ in CPU_PARTS))
 
 
+def _cpu_measured(result: BenchResult) -> list[tuple[float | None, float, dict[str, float]]]:
+    """(offered rate, achieved events/s, CPU per event) of each single-event rate measured,
+    then of batch ingest (offered rate `None`)."""
+    measured: list[tuple[float | None, float, dict[str, float]]] = [
+        (p["offered_per_s"], p["achieved_per_s"], p["cpu_us"])
+        for p in result.single
+        if p.get("cpu_us")
+    ]
+    if result.batch.get("cpu_us"):
+        measured.append((None, result.batch["events_per_s"], result.batch["cpu_us"]))
+    return measured
+
+
 def cpu_rows(result: BenchResult) -> list[list[str]]:
     """Rows of the CPU table: each offered single-event rate, then batch ingest (per event).
 
     Columns: what was measured, achieved events/s, µs of CPU per event for each part of
     `CPU_PARTS`, unattributed, the whole machine, and the cores the machine kept busy.
     """
-    measured = [
-        (f"single, {p['offered_per_s']:,.0f}/s offered", p["achieved_per_s"], p["cpu_us"])
-        for p in result.single
-        if p.get("cpu_us")
-    ]
-    if result.batch.get("cpu_us"):
-        size = result.batch.get("batch_size", "-")
-        measured.append((f"batch of {size}", result.batch["events_per_s"], result.batch["cpu_us"]))
     rows = []
-    for name, achieved, cpu in measured:
+    for offered, achieved, cpu in _cpu_measured(result):
+        size = result.batch.get("batch_size", "-")
+        name = f"batch of {size}" if offered is None else f"single, {offered:,.0f}/s offered"
         busy = cpu.get("machine", 0.0) * achieved / 1e6
         rows.append(
             [
@@ -439,10 +446,9 @@ def plot(result: BenchResult, plot_dir: Path) -> None:
 def _plot_cpu(result: BenchResult, path: Path, plt: Any) -> None:
     """Stacked bars: µs of CPU per event by part, for each rate and for batch ingest."""
     measured = [
-        (f"{p['offered_per_s']:,.0f}/s", p["cpu_us"]) for p in result.single if p.get("cpu_us")
+        ("batch" if offered is None else f"{offered:,.0f}/s", cpu)
+        for offered, _, cpu in _cpu_measured(result)
     ]
-    if result.batch.get("cpu_us"):
-        measured.append(("batch", result.batch["cpu_us"]))
     fig, ax = plt.subplots(figsize=(10, 4.5))
     names = [name for name, _ in measured]
     bottom = [0.0] * len(measured)

@@ -29,7 +29,14 @@ import psutil
 from chaos.harness import REPO_ROOT, ServiceProcess
 from reference_impl.core.embedded import EmbeddedPostgres, EmbeddedValkey, find_free_port
 
-__all__ = ["DATABASE", "POSTGRES_SETTINGS", "BenchStack", "TenantKey", "wait_until_listening"]
+__all__ = [
+    "DATABASE",
+    "POSTGRES_SETTINGS",
+    "BenchStack",
+    "TenantKey",
+    "process_tree",
+    "wait_until_listening",
+]
 
 DATABASE = "auditkit"
 
@@ -62,7 +69,7 @@ def _secret() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def process_tree(pid: int) -> list[psutil.Process]:
     """A process and all its children (none when it is gone)."""
     try:
         root = psutil.Process(pid)
@@ -74,7 +81,7 @@ def _tree(pid: int) -> list[psutil.Process]:
 def _tree_rss(pid: int | None) -> int:
     """Resident memory of a process and its children, in bytes (0 when it is gone)."""
     total = 0
-    for proc in _tree(pid) if pid is not None else []:
+    for proc in process_tree(pid) if pid is not None else []:
         try:
             total += proc.memory_info().rss
         except psutil.NoSuchProcess:
@@ -104,7 +111,7 @@ def _listening(pid: int, port: int) -> int:
     """Processes of ``pid``'s tree with a listening socket on ``port``."""
     return sum(
         any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in _tcp(proc))
-        for proc in _tree(pid)
+        for proc in process_tree(pid)
     )
 
 
@@ -206,7 +213,7 @@ class BenchStack:
         assert self.api is not None and self.api.pid is not None
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
-            for proc in _tree(self.api.pid)[1:]:
+            for proc in process_tree(self.api.pid)[1:]:
                 if any(c.raddr and c.raddr.port == client_port for c in _tcp(proc)):
                     return proc.pid
             await asyncio.sleep(0.01)
