@@ -16,8 +16,14 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
-from reference_impl.api.middleware import ApiHeadersMiddleware, CorrelationIdMiddleware
-from reference_impl.api.problems import install_problem_handlers
+from reference_impl.api.direct import AuditApp, DirectDispatch
+from reference_impl.api.middleware import (
+    ApiHeaders,
+    ApiHeadersMiddleware,
+    CorrelationIdMiddleware,
+    UnexpectedErrorMiddleware,
+)
+from reference_impl.api.problems import install_problem_handlers, unexpected_error
 from reference_impl.core.db import create_engine
 from reference_impl.core.heap import settle_heap
 from reference_impl.core.http import API_PREFIX
@@ -91,9 +97,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> AuditApp:
     """Build the service for resolved ``settings`` (backend URLs and keys filled in)."""
-    app = FastAPI(
+    app = AuditApp(
         title="auditkit",
         version="0.1.0",
         summary="Tamper-evident audit logging for healthcare",
@@ -105,13 +111,15 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install_problem_handlers(app)
-    # Added last runs first: the correlation id exists before anything else happens.
-    app.add_middleware(
-        ApiHeadersMiddleware,
+    # Added last runs first: the correlation id exists before anything else happens, and an
+    # exception no handler took becomes a 500 inside every layer that adds headers.
+    app.add_middleware(UnexpectedErrorMiddleware, respond=unexpected_error)
+    headers = ApiHeaders(
         version=API_VERSION,
         max_body_bytes=max(settings.max_batch_bytes, settings.max_event_bytes),
         hsts=settings.hsts,
     )
+    app.add_middleware(ApiHeadersMiddleware, headers=headers)
     if settings.cors_origins:  # off unless origins are named: the API serves no browser app
         app.add_middleware(
             CORSMiddleware,
@@ -122,8 +130,11 @@ def create_app(settings: Settings) -> FastAPI:
         )
     app.add_middleware(CorrelationIdMiddleware)
     for router in VERSIONED_ROUTERS:
-        app.include_router(router)
+        app.include_router(router)  # no prefix: the routers carry theirs (`API_PREFIX`)
     for router in ROOT_ROUTERS:
         app.include_router(router)
+    if not settings.cors_origins:  # the CORS middleware must see every request
+        routes = [route for router in VERSIONED_ROUTERS for route in router.routes]
+        app.direct = DirectDispatch(app, headers, routes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

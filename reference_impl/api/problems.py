@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope
 
 from reference_impl.core.errors import (
     AuditError,
@@ -28,7 +29,7 @@ from reference_impl.observability.logging import correlation_id
 
 API_VERSION = API_PREFIX.strip("/")
 
-__all__ = ["install_problem_handlers", "problem_response"]
+__all__ = ["install_problem_handlers", "problem_response", "unexpected_error"]
 
 log = structlog.get_logger(__name__)
 _VERSION = re.compile(r"^/(v\d+)(/|$)")
@@ -115,17 +116,26 @@ async def _dependency_down(request: Request, exc: Exception) -> Response:
 # --8<-- [end:dependency-down]
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("request.unexpected_error", path=request.url.path)
+async def unexpected_error(scope: Scope, receive: Receive, exc: Exception) -> Response:
+    """The `500` problem for an exception no handler took (logged with its trace).
+
+    Called by the correlation-id middleware and the direct dispatch, while the request's
+    correlation id is set: the log line and the response carry it.
+    """
+    request = Request(scope, receive)
+    log.exception("request.unexpected_error", path=request.url.path, exc_info=exc)
     problem = AuditError("an unexpected error occurred; the correlation id identifies it")
     return problem_response(request, problem.problem(), {})
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    """Register the handlers on ``app``."""
+    """Register the handlers on ``app``.
+
+    What none of them takes is answered by `unexpected_error`, which the correlation-id
+    middleware calls.
+    """
     app.add_exception_handler(AuditError, _audit_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for dependency_error in (SQLAlchemyError, RedisError, OSError, TimeoutError):
         app.add_exception_handler(dependency_error, _dependency_down)
-    app.add_exception_handler(Exception, _unexpected)
