@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from chaos.harness import REPO_ROOT
 from loadtests.bench.stack import wait_until_listening
 from reference_impl.api import serving
+from reference_impl.api.http_protocol import CoalescingHttpToolsProtocol
 from reference_impl.core.embedded import find_free_port
 
 __all__ = ["FloorServer", "app"]
@@ -63,7 +64,8 @@ class FloorServer:
     """The no-op application served as `auditkit serve --workers N` serves the service.
 
     The same processes and sockets (`reference_impl.api.serving`) and the same options:
-    uvloop and httptools (picked by uvicorn when installed), no access log.
+    uvloop (picked by uvicorn when installed), the service's HTTP protocol
+    (`reference_impl.api.http_protocol`), no access log.
     """
 
     def __init__(self, workers: int, log_dir: Path) -> None:
@@ -124,6 +126,7 @@ def main(port: int, workers: int) -> int:
         "port": port,
         "log_level": "warning",
         "access_log": False,
+        "http": CoalescingHttpToolsProtocol,
     }
     return serving.run("loadtests.bench.floor:app", options, workers)
 
