@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import uvloop
+
 from loadtests.bench import phases
 from loadtests.bench.bulk import build_log
 from loadtests.bench.cpu import wait_until_quiet
@@ -360,7 +362,9 @@ def run_benchmark(
     try:
         stack.start()
         reporter.done("starting servers and the service", "ready")
-        asyncio.run(_run(stack, config, result, reporter))
+        # The load generator runs on uvloop, as the service does: it shares the cores it
+        # measures, and spent 62-72 against 71-81 µs of CPU per request on asyncio's loop.
+        uvloop.run(_run(stack, config, result, reporter))
     finally:
         stack.close()
     result.seconds = round(time.perf_counter() - began, 1)
