@@ -63,7 +63,7 @@ class BenchConfig:
     """
 
     events: int = 1_000_000
-    rates: tuple[float, ...] = (250, 500, 1000, 1500, 2000, 3000, 4000, 5000)
+    rates: tuple[float, ...] = (250, 500, 1000, 1500, 2000, 3000, 4000, 5000, 6000)
     rate_seconds: float = 15.0
     batch_size: int = 500
     batch_concurrency: int = 4
