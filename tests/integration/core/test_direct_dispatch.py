@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -20,7 +19,8 @@ import pytest
 
 from reference_impl.api.direct import AuditApp, DirectDispatch
 from reference_impl.core.settings import Settings
-from tests.conftest import Tenant, make_settings, new_tenant
+from tests.conftest import Tenant, new_tenant
+from tests.support.apps import app_with
 from tests.support.events import make_event
 
 pytestmark = pytest.mark.integration
@@ -30,21 +30,6 @@ _VARYING_FIELDS = {"hash", "recorded_at", "entry"}
 # A correlation id the service made (the request sent none, or an invalid one).
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 _NEW_ID = "(a new id)"
-
-
-@asynccontextmanager
-async def _app(base: Settings, **overrides: Any) -> AsyncIterator[AuditApp]:
-    from reference_impl.api.app import create_app
-
-    settings = make_settings(
-        base.database_url.get_secret_value(),  # type: ignore[union-attr]
-        base.redis_url.get_secret_value(),  # type: ignore[union-attr]
-        base.state_dir,
-        **overrides,
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield app
 
 
 class _BothWays:
@@ -107,12 +92,13 @@ def _without_varying(value: Any) -> Any:
 
 @pytest.fixture
 async def both_ways(settings: Settings) -> AsyncIterator[_BothWays]:
-    async with _app(
+    async with app_with(
         settings,
         max_event_bytes=4096,
         max_batch_bytes=64 * 1024,
         rate_limit_ingest_key="40/minute",
-    ) as app:
+    ) as (app, _):
+        assert isinstance(app, AuditApp)
         direct, full = await new_tenant(app), await new_tenant(app)
         both = _BothWays(app, direct, full)
         async with both.client:
@@ -223,15 +209,13 @@ async def test_other_requests_take_the_full_stack(both_ways: _BothWays) -> None:
 
 
 async def test_with_cors_every_request_takes_the_full_stack(settings: Settings) -> None:
-    async with _app(settings, cors_origins=["https://console.example"]) as app:
-        assert app.direct is None
+    async with app_with(settings, cors_origins=["https://console.example"]) as (app, client):
+        assert isinstance(app, AuditApp) and app.direct is None
         tenant = await new_tenant(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://auditkit.test") as c:
-            resp = await c.post(
-                "/v1/events",
-                json=make_event(),
-                headers={**tenant.headers, "Origin": "https://console.example"},
-            )
+        resp = await client.post(
+            "/v1/events",
+            json=make_event(),
+            headers={**tenant.headers, "Origin": "https://console.example"},
+        )
         assert resp.status_code == 201
         assert resp.headers["access-control-allow-origin"] == "https://console.example"
