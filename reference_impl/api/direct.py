@@ -107,7 +107,7 @@ class DirectDispatch:
                 if inspect.isawaitable(response):
                     response = await response
             await response(scope, bounded, send_with_headers)
-        except Exception as exc:  # as the correlation-id middleware: a 500, then raise
+        except Exception as exc:  # as `UnexpectedErrorMiddleware`: a 500, then raise
             if started:
                 raise
             response = await unexpected_error(scope, receive, exc)

@@ -2,9 +2,9 @@
 
 Written as plain ASGI rather than `BaseHTTPMiddleware`, which buffers streaming responses
 and costs a task per request on the ingest hot path. What each layer adds to a request and
-its response is a function of its own (`begin_correlation`, `ApiHeaders`), so that the
-direct dispatch of the ingest routes (`api.direct`) applies exactly the same, in the same
-order.
+its response is a function of its own (`incoming_correlation_id`, `correlation_headers`,
+`ApiHeaders`, and the responder `UnexpectedErrorMiddleware` is given), so that the direct
+dispatch of the ingest routes (`api.direct`) applies exactly the same, in the same order.
 """
 
 from __future__ import annotations
