@@ -119,7 +119,7 @@ async def _dependency_down(request: Request, exc: Exception) -> Response:
 async def unexpected_error(scope: Scope, receive: Receive, exc: Exception) -> Response:
     """The `500` problem for an exception no handler took (logged with its trace).
 
-    Called by the correlation-id middleware and the direct dispatch, while the request's
+    Called by `UnexpectedErrorMiddleware` and the direct dispatch, while the request's
     correlation id is set: the log line and the response carry it.
     """
     request = Request(scope, receive)
@@ -131,8 +131,8 @@ async def unexpected_error(scope: Scope, receive: Receive, exc: Exception) -> Re
 def install_problem_handlers(app: FastAPI) -> None:
     """Register the handlers on ``app``.
 
-    What none of them takes is answered by `unexpected_error`, which the correlation-id
-    middleware calls.
+    What none of them takes is answered by `unexpected_error`, which
+    `UnexpectedErrorMiddleware` calls.
     """
     app.add_exception_handler(AuditError, _audit_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
