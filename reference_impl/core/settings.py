@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     rate_limit_query_key: str = "50/second"
     """Read requests (queries, exports, verifications, proofs) one credential may make."""
     rate_limit_query_tenant: str = "200/second"
+    rate_limit_lease_share: float = Field(0.01, ge=0, le=0.5)
+    """Share of a budget's smaller limit that a process may reserve for one credential at a
+    time and spend without asking Redis (reserved units count as spent: never over a limit;
+    units unspent when a window turns are lost to it). A budget too small for one unit, and
+    every budget when 0, is counted in Redis request by request."""
     rate_limit_ingest_when_redis_down: Literal["open", "closed"] = "open"
     """Without Redis no budget can be counted: let ingest through (never drop an audit
     event for want of a counter) or refuse it with 503."""

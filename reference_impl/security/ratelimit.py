@@ -1,4 +1,4 @@
-"""Rate limits per credential and per tenant, counted in Redis in one round trip per request.
+"""Rate limits per credential and per tenant, counted in Redis.
 
 Two budgets, each checked per credential and per tenant: `ingest` (events; a batch costs one
 per event) and `query` (read requests). A refused request gets `429` with `Retry-After`, and
@@ -6,13 +6,17 @@ every counted response carries the IETF `RateLimit-Policy` and `RateLimit` field
 (draft-ietf-httpapi-ratelimit-headers) for the credential's budget.
 
 Without Redis nothing can be counted; what happens then is a setting per budget: `open`
-lets requests through (the default: an audit event is never dropped for want of a counter,
-and reads stay available while the database is guarded by its pool and breaker), `closed`
-answers `503`.
+lets requests through (the default: an audit event is never dropped for want of a
+counter, and reads stay available while the database is guarded by its pool and breaker),
+`closed` answers `503`.
 
-Both counters of a request are read, checked and spent by one server-side script, so rate
-limiting costs a request one round trip to Redis, and a refused request spends nothing. Limit
-strings (`5000/second`, `50 per minute`) are parsed by the `limits` library.
+Both counters of a request are read, checked and spent by one server-side script, and the
+requests of one turn of the event loop share its round trip. A busy credential does not
+need one for every request: when Redis grants a spend it may also reserve a few more units
+(a *lease*) that this process then spends without asking, until they run out or a window
+turns. Reserved units are counted in Redis like spent ones, so a budget is never exceeded;
+units a process reserved and did not spend before its window turned are lost to that window.
+Limit strings (`5000/second`, `50 per minute`) are parsed by the `limits` library.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ KEY_PREFIX = "auditkit:ratelimit"
 # atomically. Each budget keeps a counter per fixed window; the count in force is the current
 # window's plus the previous one's, weighted by how much of it still lies within the sliding
 # window. Both budgets are checked before either is spent: a refused request spends nothing.
+# An allowed one may also reserve up to `lease` units more, as many as both budgets still
+# hold, for its process to spend on its own (see `RateLimiter`).
 #
 # One call spends for several requests of one tenant, in order (requests that arrive
 # together share a round trip); all keys carry the tenant as their hash tag, so a Redis
@@ -59,41 +65,51 @@ KEY_PREFIX = "auditkit:ratelimit"
 # at most the windows in force when a server restarts or fails over, which start afresh.
 #
 # Per request, KEYS: tenant current, tenant previous, credential current, credential
-# previous; ARGV: cost, then for the tenant and the credential: limit, window (s), elapsed
-# fraction of the current window. Returns per request: tenant allowed, credential allowed,
-# credential count (x1000) after the call.
+# previous; ARGV: cost, lease wanted, then for the tenant and the credential: limit, window
+# (s), elapsed fraction of the current window. Returns per request: tenant allowed,
+# credential allowed, credential count (x1000) after the call, units leased.
 _SPEND = """
 redis.set_repl(redis.REPL_NONE)
 local out = {}
 for j = 0, #KEYS / 4 - 1 do
   local k = j * 4
-  local a = j * 7
+  local a = j * 8
   local cost = tonumber(ARGV[a + 1])
+  local lease = tonumber(ARGV[a + 2])
   local counts = {}
   for i = 0, 1 do
-    local limit = tonumber(ARGV[a + 2 + i * 3])
-    local fraction = tonumber(ARGV[a + 4 + i * 3])
+    local limit = tonumber(ARGV[a + 3 + i * 3])
+    local fraction = tonumber(ARGV[a + 5 + i * 3])
     local current = tonumber(redis.call('GET', KEYS[k + 1 + i * 2]) or '0')
     local previous = tonumber(redis.call('GET', KEYS[k + 2 + i * 2]) or '0')
     local used = previous * (1 - fraction) + current
     counts[i + 1] = {used, used + cost <= limit}
+    lease = math.min(lease, math.floor(limit - used - cost))
   end
+  if lease < 0 then lease = 0 end
   if counts[1][2] and counts[2][2] then
     for i = 0, 1 do
-      local window = tonumber(ARGV[a + 3 + i * 3])
-      redis.call('INCRBY', KEYS[k + 1 + i * 2], cost)
+      local window = tonumber(ARGV[a + 4 + i * 3])
+      redis.call('INCRBY', KEYS[k + 1 + i * 2], cost + lease)
       redis.call('EXPIRE', KEYS[k + 1 + i * 2], window * 2 + 1)
     end
-    counts[2][1] = counts[2][1] + cost
+    counts[2][1] = counts[2][1] + cost + lease
+  else
+    lease = 0
   end
   out[#out + 1] = counts[1][2] and 1 or 0
   out[#out + 1] = counts[2][2] and 1 or 0
   out[#out + 1] = math.floor(counts[2][1] * 1000)
+  out[#out + 1] = lease
 end
 return out
 """
 _SPEND_SHA = hashlib.sha1(_SPEND.encode(), usedforsecurity=False).hexdigest()
+_REPLY = 4  # script results per request
 # --8<-- [end:spend-script]
+
+# Leases kept for idle credentials are dropped once a process holds more than this many.
+_MAX_LEASES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +117,58 @@ class _Limits:
     per_key: RateLimitItem
     per_tenant: RateLimitItem
     when_down: str
+    key_window: int
+    tenant_window: int
+    lease_cap: int
+    policy: str
+
+
+def _limits(key: str, tenant: str, when_down: str, budget: str, lease_share: float) -> _Limits:
+    per_key, per_tenant = parse(key), parse(tenant)
+    window = per_key.get_expiry()
+    return _Limits(
+        per_key,
+        per_tenant,
+        when_down,
+        window,
+        per_tenant.get_expiry(),
+        math.floor(min(per_key.amount, per_tenant.amount) * lease_share),
+        f'"{budget}";q={per_key.amount};w={window}',
+    )
+
+
+# --8<-- [start:lease]
+@dataclass(slots=True)
+class _Lease:
+    """Units one process reserved for one credential's budget, valid within two windows.
+
+    `spent` (what requests of this process spent in the credential's window) sizes the next
+    reservation: a credential that sent one request this window reserves one more unit, one
+    that sent five hundred reserves up to the cap. What a process can leave unspent when a
+    window turns is thus bounded by its own recent use of that credential, and by the cap.
+    """
+
+    slots: tuple[int, int] = (-1, -1)  # (tenant window, credential window) it is valid in
+    units: int = 0  # reserved and not yet spent
+    counted: float = 0.0  # the credential's count in Redis after the last reservation
+    spent: int = 0  # spent this credential window by this process
+    spent_before: int = 0  # spent in the window before
+    refill: asyncio.Future[bool] | None = None  # a reservation under way (True: it reached Redis)
+
+    def turn(self, slots: tuple[int, int]) -> None:
+        """Enter the windows ``slots``: what was reserved for earlier windows is void."""
+        if slots[1] != self.slots[1]:
+            self.spent_before = self.spent if slots[1] == self.slots[1] + 1 else 0
+            self.spent = 0
+        self.slots = slots
+        self.units = 0
+
+    def wanted(self, cap: int) -> int:
+        """How many units to reserve beyond a request's own cost."""
+        return min(cap, max(self.spent, self.spent_before))
+
+
+# --8<-- [end:lease]
 
 
 _Spend = tuple[str, list[str], list[str | int | float], "asyncio.Future[list[int]]"]
@@ -109,25 +177,34 @@ _Spend = tuple[str, list[str], list[str | int | float], "asyncio.Future[list[int
 class RateLimiter:
     """Checks and spends callers' budgets.
 
-    Requests that spend within the same turn of the event loop are sent to Redis together:
-    one pipelined round trip, one script call per tenant, whatever their number. Under load
-    that is a small fraction of a round trip per request; alone, a request still costs one.
+    Requests that need Redis within the same turn of the event loop are sent together: one
+    pipelined round trip, one script call per tenant, whatever their number. A credential
+    whose budget allows it reserves units ahead (at most `rate_limit_lease_share` of the
+    smaller of its two limits), so most of a busy credential's requests need no round trip
+    at all; a budget too small for a share of one unit is counted exactly, request by
+    request.
     """
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self._client = client
         self._pending: list[_Spend] = []
         self._flushes: set[asyncio.Task[None]] = set()
+        self._leases: dict[tuple[str, str, str], _Lease] = {}
+        share = settings.rate_limit_lease_share
         self._budgets: dict[str, _Limits] = {
-            "ingest": _Limits(
-                parse(settings.rate_limit_ingest_key),
-                parse(settings.rate_limit_ingest_tenant),
+            "ingest": _limits(
+                settings.rate_limit_ingest_key,
+                settings.rate_limit_ingest_tenant,
                 settings.rate_limit_ingest_when_redis_down,
+                "ingest",
+                share,
             ),
-            "query": _Limits(
-                parse(settings.rate_limit_query_key),
-                parse(settings.rate_limit_query_tenant),
+            "query": _limits(
+                settings.rate_limit_query_key,
+                settings.rate_limit_query_tenant,
                 settings.rate_limit_query_when_redis_down,
+                "query",
+                share,
             ),
         }
 
@@ -140,51 +217,108 @@ class RateLimiter:
             RedisUnavailableError: Redis is down and this budget fails closed.
         """
         limits = self._budgets[budget]
+        lease = None
+        if limits.lease_cap:
+            name = (caller.tenant, caller.subject, budget)
+            lease = self._leases.get(name)
+            if lease is None or lease.refill is not None:
+                lease = await self._settled(name)
         now = time.time()
-        tenant_window = limits.per_tenant.get_expiry()
-        key_window = limits.per_key.get_expiry()
-        tenant_slot, tenant_fraction = divmod(now / tenant_window, 1)
-        key_slot, key_fraction = divmod(now / key_window, 1)
+        tenant_slot, tenant_fraction = divmod(now / limits.tenant_window, 1)
+        key_slot, key_fraction = divmod(now / limits.key_window, 1)
+        slots = (int(tenant_slot), int(key_slot))
+        if lease is not None:
+            if lease.slots != slots:
+                lease.turn(slots)
+            if lease.units >= cost:  # reserved earlier: no round trip
+                lease.units -= cost
+                lease.spent += cost
+                return self._headers(limits, budget, lease.counted - lease.units, key_slot, now)
+            lease.refill = asyncio.get_running_loop().create_future()
         tag = f"{KEY_PREFIX}:{{{caller.tenant}}}:{budget}"
         keys = [
-            f"{tag}:t:{tenant_window}:{int(tenant_slot)}",
-            f"{tag}:t:{tenant_window}:{int(tenant_slot) - 1}",
-            f"{tag}:k:{caller.subject}:{key_window}:{int(key_slot)}",
-            f"{tag}:k:{caller.subject}:{key_window}:{int(key_slot) - 1}",
+            f"{tag}:t:{limits.tenant_window}:{slots[0]}",
+            f"{tag}:t:{limits.tenant_window}:{slots[0] - 1}",
+            f"{tag}:k:{caller.subject}:{limits.key_window}:{slots[1]}",
+            f"{tag}:k:{caller.subject}:{limits.key_window}:{slots[1] - 1}",
         ]
         args: list[str | int | float] = [
             cost,
+            0 if lease is None else lease.wanted(limits.lease_cap),
             limits.per_tenant.amount,
-            tenant_window,
+            limits.tenant_window,
             repr(tenant_fraction),
             limits.per_key.amount,
-            key_window,
+            limits.key_window,
             repr(key_fraction),
         ]
+        counted = False
         try:
-            tenant_ok, key_ok, used_milli = await self._submit(caller.tenant, keys, args)
+            tenant_ok, key_ok, used_milli, leased = await self._submit(caller.tenant, keys, args)
+            counted = True
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("ratelimit.redis_unavailable", budget=budget, error=type(exc).__name__)
             if limits.when_down == "open":
                 return {}
             raise RedisUnavailableError("cannot count the rate limit now; retry") from None
-        remaining = max(0, math.floor(limits.per_key.amount - int(used_milli) / 1000))
-        reset = max(0, round((key_slot + 1) * key_window - now))
-        headers = {
-            "RateLimit-Policy": f'"{budget}";q={limits.per_key.amount};w={key_window}',
-            "RateLimit": f'"{budget}";r={remaining};t={reset}',
-        }
+        finally:
+            if lease is not None and lease.refill is not None:
+                lease.refill.set_result(counted)
+                lease.refill = None
+        used = used_milli / 1000
+        headers = self._headers(limits, budget, used - leased, key_slot, now)
         if not (tenant_ok and key_ok):
             which = "this credential" if tenant_ok else "this tenant"
-            retry = max(1, reset if tenant_ok else tenant_window)
+            retry = max(1, round((key_slot + 1) * limits.key_window - now))
             raise RateLimitedError(
                 f"{which} has spent its {budget} budget; retry later",
-                retry_after=retry,
+                retry_after=retry if tenant_ok else max(1, limits.tenant_window),
                 headers=headers,
             )
+        if lease is not None and lease.slots == slots:
+            lease.units += leased
+            lease.spent += cost
+            lease.counted = used
         return headers
 
     # --8<-- [end:spend]
+
+    async def _settled(self, name: tuple[str, str, str]) -> _Lease | None:
+        """The lease ``name``, once no reservation for it is under way.
+
+        ``None`` when the reservation this request waited for could not reach Redis: the
+        requests that waited for it then go to Redis together, as they would without leases,
+        instead of one after another.
+        """
+        lease = self._leases.get(name)
+        if lease is None:
+            if len(self._leases) >= _MAX_LEASES:
+                self._forget_idle()
+            lease = self._leases[name] = _Lease()
+        while lease.refill is not None:
+            # Another request is reserving for this credential: its units may cover ours.
+            if not await asyncio.shield(lease.refill):
+                return None
+        return lease
+
+    def _forget_idle(self) -> None:
+        # Leases holding no units lose only their sizing; when every lease holds some,
+        # the units of all are given up (refused later, never over-spent).
+        settled = [n for n, lease in self._leases.items() if lease.refill is None]
+        empty = [n for n in settled if self._leases[n].units == 0]
+        for name in empty or settled:
+            del self._leases[name]
+
+    @staticmethod
+    def _headers(
+        limits: _Limits, budget: str, used: float, key_slot: float, now: float
+    ) -> dict[str, str]:
+        remaining = max(0, math.floor(limits.per_key.amount - used))
+        reset = max(0, round((key_slot + 1) * limits.key_window - now))
+        return {
+            "RateLimit-Policy": limits.policy,
+            "RateLimit": f'"{budget}";r={remaining};t={reset}',
+        }
 
     async def _submit(
         self, tenant: str, keys: list[str], args: list[str | int | float]
@@ -226,7 +360,7 @@ class RateLimiter:
                     future.set_exception(reply)
                     future.exception()
                 else:
-                    future.set_result([int(v) for v in reply[i * 3 : i * 3 + 3]])
+                    future.set_result([int(v) for v in reply[i * _REPLY : (i + 1) * _REPLY]])
 
     async def _run(self, groups: list[list[_Spend]]) -> list[Any]:
         if len(groups) == 1:
