@@ -15,6 +15,12 @@ from reference_impl.security.tokens import TokenVerifier, looks_like_jwt
 __all__ = ["authorize", "current_caller", "query_budget", "spend_budget"]
 
 
+# Where a request keeps its caller once authenticated (every dependency asks again). A scope
+# key, not `request.state`: a state attribute not set yet is found missing by raising and
+# catching `AttributeError`, on every request.
+_CALLER = "auditkit.caller"
+
+
 # --8<-- [start:current-caller]
 async def current_caller(request: Request) -> Caller:
     """The caller behind an API key (`Authorization: Bearer ak_…` or `X-API-Key`) or a JWT.
@@ -22,7 +28,7 @@ async def current_caller(request: Request) -> Caller:
     Raises:
         UnauthorizedError: no credentials, or credentials that do not authenticate.
     """
-    cached: Caller | None = getattr(request.state, "caller", None)
+    cached: Caller | None = request.scope.get(_CALLER)
     if cached is not None:
         return cached
     presented = request.headers.get("x-api-key")
@@ -43,7 +49,7 @@ async def current_caller(request: Request) -> Caller:
     else:
         service: ApiKeyService = request.app.state.api_keys
         caller = await service.authenticate(presented)
-    request.state.caller = caller
+    request.scope[_CALLER] = caller
     return caller
 
 
