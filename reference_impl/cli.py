@@ -113,6 +113,8 @@ def serve(
             "http": CoalescingHttpToolsProtocol,
             "log_config": None,
             "access_log": False,
+            # No `Server: uvicorn` on every response: it names the software to whoever asks.
+            "server_header": False,
             "timeout_graceful_shutdown": 20,
         }
         if workers == 1:

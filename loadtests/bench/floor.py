@@ -126,6 +126,8 @@ def main(port: int, workers: int) -> int:
         "port": port,
         "log_level": "warning",
         "access_log": False,
+        # No `Server: uvicorn` on every response: it names the software to whoever asks.
+        "server_header": False,
         "http": CoalescingHttpToolsProtocol,
     }
     return serving.run("loadtests.bench.floor:app", options, workers)

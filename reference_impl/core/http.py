@@ -98,10 +98,13 @@ class DirectRoute(APIRoute):
 def add_response_headers(request: Request, headers: dict[str, str]) -> None:
     """Headers the response must carry, whatever route or error produces it (the API
     headers middleware adds them)."""
-    extra: dict[str, str] | None = getattr(request.state, "response_headers", None)
+    # `request.state.response_headers` reads the same dictionary; it is found through the
+    # scope because asking `request.state` for an attribute not set yet raises and catches
+    # `AttributeError`, on every request.
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    extra: dict[str, str] | None = state.get("response_headers")
     if extra is None:
-        extra = {}
-        request.state.response_headers = extra  # lives in scope["state"]
+        extra = state["response_headers"] = {}
     extra.update(headers)
 
 

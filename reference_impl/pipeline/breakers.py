@@ -66,6 +66,7 @@ class Breakers:
             exclude=[(AuditError, _is_client_error)],
         )
         self._factory.add_listener(self._on_event)
+        self._breakers: dict[str, Any] = {}  # name → purgatory's AsyncCircuitBreaker
         self._status: dict[str, _Status] = {POSTGRESQL: _Status(), REDIS: _Status()}
         for name in self._status:
             BREAKER_STATE.labels(name).set(0)
@@ -92,7 +93,7 @@ class Breakers:
         Raises:
             BreakerOpenError: the breaker is open; the block did not run.
         """
-        breaker = await self._factory.get_breaker(name)
+        breaker = self._breakers.get(name) or await self._breaker(name)
         try:
             async with breaker:
                 yield
@@ -100,6 +101,13 @@ class Breakers:
             raise BreakerOpenError(name, self.retry_after(name)) from None
 
     # --8<-- [end:guard]
+
+    async def _breaker(self, name: str) -> Any:
+        # The factory keeps each breaker's state in its in-process storage and hands out a
+        # new wrapper of the same state at every call (a unit of work and a lookup, on every
+        # request): one wrapper per name is kept instead.
+        breaker = self._breakers[name] = await self._factory.get_breaker(name)
+        return breaker
 
     def retry_after(self, name: str) -> int:
         """Whole seconds until breaker ``name`` lets a trial call through (at least 1)."""

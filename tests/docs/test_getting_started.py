@@ -79,7 +79,10 @@ class Reader:
         while time.monotonic() < deadline:
             assert self.server.poll() is None, self.serve_log.read_text()[-3000:]
             try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                ready = httpx.get(f"{self.url}/health/ready", timeout=1)
+                if ready.status_code == 200:
+                    # The server does not name its software.
+                    assert "server" not in ready.headers
                     return self.serve_log.read_text()
             except httpx.HTTPError:
                 pass
