@@ -88,7 +88,6 @@ def serve(
 
     from reference_impl.api import serving
     from reference_impl.api.app import create_app
-    from reference_impl.api.http_protocol import CoalescingHttpToolsProtocol
     from reference_impl.core.migrate import is_current, upgrade
     from reference_impl.observability.logging import configure_logging
 
@@ -105,18 +104,9 @@ def serve(
             fail("the database schema is not current: run `auditkit migrate` first")
         dev_key = None if resolved.profile.is_strict else asyncio.run(_dev_api_key(resolved))
         _banner(resolved, dev_key)
-        # uvicorn picks uvloop when installed (`uvicorn[standard]`); its httptools protocol
-        # runs on a transport that sends a response's head and body in one write.
-        options: dict[str, Any] = {
-            "host": resolved.host,
-            "port": resolved.port,
-            "http": CoalescingHttpToolsProtocol,
-            "log_config": None,
-            "access_log": False,
-            # No `Server: uvicorn` on every response: it names the software to whoever asks.
-            "server_header": False,
-            "timeout_graceful_shutdown": 20,
-        }
+        options = serving.server_options(
+            resolved.host, resolved.port, keep_alive_s=resolved.http_keep_alive_s
+        )
         if workers == 1:
             uvicorn.run(create_app(resolved), **options)
             return

@@ -19,7 +19,6 @@ from starlette.types import Receive, Scope, Send
 from chaos.harness import REPO_ROOT
 from loadtests.bench.stack import wait_until_listening
 from reference_impl.api import serving
-from reference_impl.api.http_protocol import CoalescingHttpToolsProtocol
 from reference_impl.core.embedded import find_free_port
 
 __all__ = ["FloorServer", "app"]
@@ -121,15 +120,9 @@ class FloorServer:
 
 def main(port: int, workers: int) -> int:
     """Serve the no-op app on loopback ``port`` from ``workers`` processes."""
-    options = {
-        "host": "127.0.0.1",
-        "port": port,
-        "log_level": "warning",
-        "access_log": False,
-        # No `Server: uvicorn` on every response: it names the software to whoever asks.
-        "server_header": False,
-        "http": CoalescingHttpToolsProtocol,
-    }
+    # As `auditkit serve` runs the service (with the default keep-alive).
+    options = serving.server_options("127.0.0.1", port, keep_alive_s=75.0)
+    options["log_level"] = "warning"
     return serving.run("loadtests.bench.floor:app", options, workers)
 
 

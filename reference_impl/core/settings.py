@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     public_url: str | None = None
     """Base URL clients use (for printed examples); defaults to http://host:port."""
+    http_keep_alive_s: float = Field(75.0, gt=0, le=3600)
+    """How long an idle keep-alive connection stays open. Longer than the idle timeout of
+    the proxy or load balancer in front (60 s for an AWS ALB, nginx's upstream pools): the
+    side that closes an idle connection first races the other's next request on it."""
 
     # -- integrity ----------------------------------------------------------------------
     signing_keys: dict[str, SecretStr] = Field(default_factory=dict)
