@@ -116,6 +116,16 @@ def cpu_rows(result: BenchResult) -> list[list[str]]:
     return rows
 
 
+def _settled(result: BenchResult) -> str:
+    seconds = result.batch.get("settled_s")
+    if seconds is None:
+        return ""
+    return (
+        " What the single-event phases wrote was vacuumed, analysed and checkpointed in the "
+        f"same way before batch ingest ({seconds:,.1f} s)."
+    )
+
+
 def _quiet(result: BenchResult) -> str:
     quiet = result.ceiling.get("quiet")
     if not quiet:
@@ -326,7 +336,7 @@ def render_report(result: BenchResult, plot_dir: str = "benchmark") -> str:
         f"({result.ceiling.get('rows_per_event', 0):.2f} rows each: the event, its index row and "
         "its Merkle nodes) in transactions of 20,000 events, then vacuumed, analysed and "
         "checkpointed them, so that no autovacuum or checkpoint of the load runs during "
-        f"a later phase.{_quiet(result)} Batch ingest ran "
+        f"a later phase.{_quiet(result)}{_settled(result)} Batch ingest ran "
         f"{c['batch_concurrency']} clients for {c['batch_seconds']:g} s. Queued mode accepted "
         f"for {c['queued_seconds']:g} s with the worker stopped, then one worker drained the "
         f"stream in {result.queued.get('drain_seconds', 0):,.1f} s.",
