@@ -153,7 +153,7 @@ class _Lease:
     counted: float = 0.0  # the credential's count in Redis after the last reservation
     spent: int = 0  # spent this credential window by this process
     spent_before: int = 0  # spent in the window before
-    refill: asyncio.Future[bool] | None = None  # a reservation under way (True: it reached Redis)
+    refill: asyncio.Future[bool] | None = None  # a reservation under way (True: granted)
 
     def turn(self, slots: tuple[int, int]) -> None:
         """Enter the windows ``slots``: what was reserved for earlier windows is void."""
@@ -169,6 +169,17 @@ class _Lease:
 
 
 # --8<-- [end:lease]
+
+
+def _end_reservation(lease: _Lease | None, *, granted: bool) -> None:
+    """End the reservation ``lease`` is waiting on, if this request made one.
+
+    Requests waiting on a reservation that was refused, or that could not reach Redis, go
+    to Redis together afterwards (one flush) rather than one after another.
+    """
+    if lease is not None and lease.refill is not None:
+        lease.refill.set_result(granted)
+        lease.refill = None
 
 
 _Spend = tuple[str, list[str], list[str | int | float], "asyncio.Future[list[int]]"]
@@ -252,22 +263,21 @@ class RateLimiter:
             limits.key_window,
             repr(key_fraction),
         ]
-        counted = False
         try:
             tenant_ok, key_ok, used_milli, leased = await self._submit(caller.tenant, keys, args)
-            counted = True
         except (RedisError, OSError, TimeoutError) as exc:
+            _end_reservation(lease, granted=False)
             log.warning("ratelimit.redis_unavailable", budget=budget, error=type(exc).__name__)
             if limits.when_down == "open":
                 return {}
             raise RedisUnavailableError("cannot count the rate limit now; retry") from None
-        finally:
-            if lease is not None and lease.refill is not None:
-                lease.refill.set_result(counted)
-                lease.refill = None
+        except BaseException:
+            _end_reservation(lease, granted=False)
+            raise
         used = used_milli / 1000
         headers = self._headers(limits, budget, used - leased, key_slot, now)
         if not (tenant_ok and key_ok):
+            _end_reservation(lease, granted=False)
             which = "this credential" if tenant_ok else "this tenant"
             retry = max(1, round((key_slot + 1) * limits.key_window - now))
             raise RateLimitedError(
@@ -279,6 +289,7 @@ class RateLimiter:
             lease.units += leased
             lease.spent += cost
             lease.counted = used
+        _end_reservation(lease, granted=True)
         return headers
 
     # --8<-- [end:spend]
@@ -286,9 +297,9 @@ class RateLimiter:
     async def _settled(self, name: tuple[str, str, str]) -> _Lease | None:
         """The lease ``name``, once no reservation for it is under way.
 
-        ``None`` when the reservation this request waited for could not reach Redis: the
-        requests that waited for it then go to Redis together, as they would without leases,
-        instead of one after another.
+        ``None`` when the reservation this request waited for was refused or could not
+        reach Redis: the requests that waited for it then go to Redis together, as they
+        would without leases, instead of one after another.
         """
         lease = self._leases.get(name)
         if lease is None:

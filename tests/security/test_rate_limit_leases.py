@@ -155,3 +155,23 @@ async def test_requests_waiting_on_a_reservation_that_failed_go_to_redis_togethe
     finally:
         await redis.aclose()
         valkey.kill()
+
+
+async def test_requests_waiting_on_a_refused_reservation_are_refused_together(
+    client: aioredis.Redis, settings: Settings
+) -> None:
+    rl = limiter(
+        client,
+        settings,
+        rate_limit_ingest_key="30/hour",
+        rate_limit_ingest_tenant="30/hour",
+        rate_limit_lease_share=0.5,
+    )
+    who = caller()
+    while await allowed(rl, who):  # spend the whole budget
+        pass
+    calls = round_trips(rl)
+    outcomes = await asyncio.gather(*(allowed(rl, who) for _ in range(50)))
+    assert not any(outcomes)
+    # One refused reservation, then one shared flush for the 49 that waited on it.
+    assert calls[0] == 2
