@@ -33,6 +33,19 @@ def limiter(client: aioredis.Redis, settings: Settings, **overrides: Any) -> Rat
     return RateLimiter(client, settings.model_copy(update=overrides))
 
 
+def ingest_limiter(
+    client: aioredis.Redis, settings: Settings, per_hour: int, share: float
+) -> RateLimiter:
+    """A limiter whose ingest budget is ``per_hour`` units for a credential and its tenant."""
+    return limiter(
+        client,
+        settings,
+        rate_limit_ingest_key=f"{per_hour}/hour",
+        rate_limit_ingest_tenant=f"{per_hour}/hour",
+        rate_limit_lease_share=share,
+    )
+
+
 def round_trips(limiter: RateLimiter) -> list[int]:
     """Counts the limiter's calls to Redis (one per flush), leaving them to run as they do."""
     calls = [0]
@@ -69,13 +82,7 @@ def caller() -> Caller:
 async def test_a_busy_credential_reserves_ahead_and_skips_round_trips(
     client: aioredis.Redis, settings: Settings
 ) -> None:
-    rl = limiter(
-        client,
-        settings,
-        rate_limit_ingest_key="1000/hour",
-        rate_limit_ingest_tenant="1000/hour",
-        rate_limit_lease_share=0.1,
-    )
+    rl = ingest_limiter(client, settings, 1000, share=0.1)
     calls = round_trips(rl)
     who = caller()
     headers = [await rl.spend(who, "ingest") for _ in range(40)]
@@ -106,12 +113,8 @@ async def test_concurrent_requests_share_one_reservation(
 async def test_processes_reserving_from_one_budget_never_spend_beyond_it(
     client: aioredis.Redis, settings: Settings
 ) -> None:
-    overrides = {
-        "rate_limit_ingest_key": "25/hour",
-        "rate_limit_ingest_tenant": "25/hour",
-        "rate_limit_lease_share": 0.5,
-    }
-    first, second = limiter(client, settings, **overrides), limiter(client, settings, **overrides)
+    first = ingest_limiter(client, settings, 25, share=0.5)
+    second = ingest_limiter(client, settings, 25, share=0.5)
     who = caller()
     outcomes = [await allowed(rl, who) for _ in range(40) for rl in (first, second)]
     held = sum(lease.units for rl in (first, second) for lease in rl._leases.values())
@@ -160,13 +163,7 @@ async def test_requests_waiting_on_a_reservation_that_failed_go_to_redis_togethe
 async def test_requests_waiting_on_a_refused_reservation_are_refused_together(
     client: aioredis.Redis, settings: Settings
 ) -> None:
-    rl = limiter(
-        client,
-        settings,
-        rate_limit_ingest_key="30/hour",
-        rate_limit_ingest_tenant="30/hour",
-        rate_limit_lease_share=0.5,
-    )
+    rl = ingest_limiter(client, settings, 30, share=0.5)
     who = caller()
     while await allowed(rl, who):  # spend the whole budget
         pass
