@@ -322,7 +322,7 @@ async def _run(
 async def _settle(stack: BenchStack) -> float:
     """Vacuum, analyse and checkpoint what the single-event phases wrote; seconds taken.
 
-    The sweep writes some 380,000 events: enough for PostgreSQL to start an autovacuum of
+    The sweep writes some 350,000 events: enough for PostgreSQL to start an autovacuum of
     the events table (a fifth more rows than at its last vacuum) and a checkpoint, at
     moments of its choosing. Seen with `ps` beside a run, one such autovacuum worked through
     the batch phase that followed, and batches reached 48 % of the `COPY` ceiling against
