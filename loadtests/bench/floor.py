@@ -20,6 +20,7 @@ from chaos.harness import REPO_ROOT
 from loadtests.bench.stack import wait_until_listening
 from reference_impl.api import serving
 from reference_impl.core.embedded import find_free_port
+from reference_impl.core.settings import Settings
 
 __all__ = ["FloorServer", "app"]
 
@@ -121,7 +122,8 @@ class FloorServer:
 def main(port: int, workers: int) -> int:
     """Serve the no-op app on loopback ``port`` from ``workers`` processes."""
     # As `auditkit serve` runs the service (with the default keep-alive).
-    options = serving.server_options("127.0.0.1", port, keep_alive_s=75.0)
+    keep_alive_s = Settings.model_fields["http_keep_alive_s"].default
+    options = serving.server_options("127.0.0.1", port, keep_alive_s=keep_alive_s)
     options["log_level"] = "warning"
     return serving.run("loadtests.bench.floor:app", options, workers)
 

@@ -17,6 +17,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reference_impl.core.errors import PayloadTooLargeError
+from reference_impl.core.http import response_headers
 from reference_impl.observability.logging import correlation_id
 
 __all__ = [
@@ -98,7 +99,7 @@ class ApiHeaders:
 
     - `API-Version` on `/v1/...` responses, and `Cache-Control: no-store` there: audit data
       must not be kept by browsers or shared caches.
-    - Headers routes ask for through `request.state.response_headers` (rate-limit fields,
+    - Headers routes ask for through `add_response_headers` (rate-limit fields,
       `Deprecation` and `Sunset`), added even to problem responses.
     - `Strict-Transport-Security` when the service sits behind TLS (`AUDIT_HSTS`).
     - A body larger than `max_body_bytes` is refused with `413` before any route reads it.
@@ -134,7 +135,7 @@ class ApiHeaders:
     def add_to(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> None:
         """Add this service's API headers to a response's ``headers``."""
         names = {name.lower() for name, _ in headers}
-        extra = scope.get("state", {}).get("response_headers", {})
+        extra = response_headers(scope)
         for name, value in extra.items():
             if name.lower().encode() not in names:
                 headers.append((name.lower().encode(), value.encode()))

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import Scope
 
 from reference_impl.core.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 from reference_impl.core.settings import Settings
@@ -23,6 +24,7 @@ __all__ = [
     "get_engine",
     "get_settings_dep",
     "read_json_body",
+    "response_headers",
 ]
 
 # Domain routers declare their routes under this prefix themselves, so that a route's path
@@ -98,14 +100,20 @@ class DirectRoute(APIRoute):
 def add_response_headers(request: Request, headers: dict[str, str]) -> None:
     """Headers the response must carry, whatever route or error produces it (the API
     headers middleware adds them)."""
-    # `request.state.response_headers` reads the same dictionary; it is found through the
-    # scope because asking `request.state` for an attribute not set yet raises and catches
-    # `AttributeError`, on every request.
+    # Kept in the scope's state dictionary and found through the scope: asking
+    # `request.state` for an attribute not set yet raises and catches `AttributeError`, on
+    # every request.
     state: dict[str, Any] = request.scope.setdefault("state", {})
     extra: dict[str, str] | None = state.get("response_headers")
     if extra is None:
         extra = state["response_headers"] = {}
     extra.update(headers)
+
+
+def response_headers(scope: Scope) -> dict[str, str]:
+    """The headers routes asked a response to carry (`add_response_headers`), if any."""
+    extra: dict[str, str] = scope.get("state", {}).get("response_headers", {})
+    return extra
 
 
 def app_state(request: Request, name: str) -> Any:

@@ -20,6 +20,7 @@ from reference_impl.core.http import (
     get_engine,
     get_settings_dep,
     read_json_body,
+    response_headers,
 )
 from reference_impl.core.settings import Settings
 from reference_impl.events import repository
@@ -308,7 +309,7 @@ async def export_events(
 
     async with scoped(engine, caller.tenant) as conn:
         headers = await _integrity_headers(conn, caller.tenant)
-    headers.update(getattr(request.state, "response_headers", {}))
+    headers.update(response_headers(request.scope))
     await record_access(
         request,
         caller,
