@@ -19,6 +19,7 @@ import httpx
 from loadtests.bench.cpu import CpuMeter
 from loadtests.bench.floor import FloorServer
 from loadtests.bench.http import (
+    OPEN_LOOP_CONNECTIONS,
     HttpTarget,
     LoadResult,
     closed_loop,
@@ -98,6 +99,7 @@ class RatePoint:
     errors: int
     unanswered: int
     cpu_us: dict[str, float] = field(default_factory=dict)
+    waited: int = 0
 
 
 @dataclass
@@ -160,6 +162,7 @@ async def single_event_sweep(
     rates: Sequence[float],
     duration_s: float,
     *,
+    connections: int = OPEN_LOOP_CONNECTIONS,
     on_rate: Callable[[float], None] | None = None,
     progress: Progress | None = None,
 ) -> list[RatePoint]:
@@ -170,7 +173,8 @@ async def single_event_sweep(
     since every higher rate would only queue more.
     """
     meter = CpuMeter(stack.cpu_parts())
-    return await _sweep(stack.api_url, 3, keys, rates, duration_s, meter, on_rate, progress)
+    load = _Load(duration_s, connections, on_rate, progress)
+    return await _sweep(stack.api_url, 3, keys, rates, meter, load)
 
 
 async def http_floor(
@@ -179,12 +183,24 @@ async def http_floor(
     rates: Sequence[float],
     duration_s: float,
     *,
+    connections: int = OPEN_LOOP_CONNECTIONS,
     on_rate: Callable[[float], None] | None = None,
     progress: Progress | None = None,
 ) -> list[RatePoint]:
     """The single-event sweep's requests, at its pace, against the no-op server."""
     meter = CpuMeter({"server": floor.pid})
-    return await _sweep(floor.url, 4, keys, rates, duration_s, meter, on_rate, progress)
+    load = _Load(duration_s, connections, on_rate, progress)
+    return await _sweep(floor.url, 4, keys, rates, meter, load)
+
+
+@dataclass(frozen=True)
+class _Load:
+    """How each rate of a sweep is offered, and who hears of its progress."""
+
+    duration_s: float
+    connections: int
+    on_rate: Callable[[float], None] | None
+    progress: Progress | None
 
 
 async def _sweep(
@@ -192,10 +208,8 @@ async def _sweep(
     seed: int,
     keys: Sequence[TenantKey],
     rates: Sequence[float],
-    duration_s: float,
     meter: CpuMeter,
-    on_rate: Callable[[float], None] | None,
-    progress: Progress | None,
+    load: _Load,
 ) -> list[RatePoint]:
     target = HttpTarget.from_url(url)
     factory = EventFactory(seed=seed)
@@ -203,15 +217,17 @@ async def _sweep(
     cycle = itertools.cycle(keys)
     points: list[RatePoint] = []
     for rate in rates:
-        if on_rate is not None:
-            on_rate(rate)
-        count = max(1, int(rate * duration_s))
+        if load.on_rate is not None:
+            load.on_rate(rate)
+        count = max(1, int(rate * load.duration_s))
         requests = [
             request_bytes("POST", "/v1/events", target.host, _headers(next(cycle)), factory.body())
             for _ in range(count)
         ]
         meter.start()
-        result = await open_loop(target, requests, rate, progress=progress)
+        result = await open_loop(
+            target, requests, rate, connections=load.connections, progress=load.progress
+        )
         meter.stop()
         points.append(
             RatePoint(
@@ -221,6 +237,7 @@ async def _sweep(
                 errors=_errors(result),
                 unanswered=result.unanswered,
                 cpu_us=meter.per_unit(result.ok),
+                waited=result.waited,
             )
         )
         await asyncio.sleep(1.0)  # let the queues of this rate drain before the next

@@ -58,6 +58,37 @@ def _met(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
+def _rate_table(offered: str, achieved: str, points: list[dict[str, Any]]) -> list[str]:
+    """The rows of an open-loop sweep: rate, latency, failures, and waits for a connection."""
+    lines = [
+        f"| {offered} | {achieved} | p50 ms | p99 ms | p99.9 ms | errors | unanswered "
+        "| waited for a connection |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        lat = p["latency"]
+        # Reports written before the count existed have no `waited`.
+        waited = f"{p['waited']:,}" if "waited" in p else "-"
+        lines.append(
+            f"| {p['offered_per_s']:,.0f} | {p['achieved_per_s']:,.0f} | {_ms(lat['p50_ms'])} "
+            f"| {_ms(lat['p99_ms'])} | {_ms(lat['p999_ms'])} | {p['errors']} "
+            f"| {p['unanswered']} | {waited} |"
+        )
+    return lines
+
+
+def _connections_sentence(config: dict[str, Any]) -> str:
+    """How many connections the client could open, and what a wait for one means."""
+    connections = config.get("connections")
+    if connections is None:
+        return ""
+    return (
+        f"The client opened connections as requests needed them, up to {connections:,}; a "
+        "request due while all were busy waited for one (counted below): at such a rate the "
+        "client's connections, not only the service, set how many requests were in flight."
+    )
+
+
 def _point_at(result: BenchResult, rate: float) -> dict[str, Any] | None:
     return next((p for p in result.single if p["offered_per_s"] == rate), None)
 
@@ -288,18 +319,11 @@ def render_report(result: BenchResult, plot_dir: str = "benchmark") -> str:
         "",
         f"Each offered rate ran for {c['rate_seconds']:g} s, spread over {c['tenants']} tenants. "
         "Requests were sent on schedule whatever the answers, and latency is measured from the "
-        "time a request was due, so a stall shows on every request it delayed.",
+        "time a request was due, so a stall shows on every request it delayed. "
+        f"{_connections_sentence(c)}",
         "",
-        "| offered events/s | achieved events/s | p50 ms | p99 ms | p99.9 ms | errors "
-        "| unanswered |",
-        "|---|---|---|---|---|---|---|",
+        *_rate_table("offered events/s", "achieved events/s", result.single),
     ]
-    for p in result.single:
-        lat = p["latency"]
-        lines.append(
-            f"| {p['offered_per_s']:,.0f} | {p['achieved_per_s']:,.0f} | {_ms(lat['p50_ms'])} "
-            f"| {_ms(lat['p99_ms'])} | {_ms(lat['p999_ms'])} | {p['errors']} | {p['unanswered']} |"
-        )
     lines += [
         "",
         f"![Latency and throughput of single events by offered rate]({plot_dir}/{PLOTS[0]})",
@@ -316,18 +340,9 @@ def render_report(result: BenchResult, plot_dir: str = "benchmark") -> str:
             "server, on this machine, can answer faster; the distance between the two tables "
             f"is the service's own work. Each rate ran for {c.get('floor_seconds', 0):g} s.",
             "",
-            "| offered requests/s | achieved requests/s | p50 ms | p99 ms | p99.9 ms | errors "
-            "| unanswered |",
-            "|---|---|---|---|---|---|---|",
+            *_rate_table("offered requests/s", "achieved requests/s", result.floor),
+            "",
         ]
-        for p in result.floor:
-            lat = p["latency"]
-            lines.append(
-                f"| {p['offered_per_s']:,.0f} | {p['achieved_per_s']:,.0f} "
-                f"| {_ms(lat['p50_ms'])} | {_ms(lat['p99_ms'])} | {_ms(lat['p999_ms'])} "
-                f"| {p['errors']} | {p['unanswered']} |"
-            )
-        lines.append("")
     lines += _cpu_section(result, plot_dir)
     lines += [
         "## Throughput by path",

@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import platform
+import resource
 import shlex
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ from loadtests.bench import phases
 from loadtests.bench.bulk import build_log, settle
 from loadtests.bench.cpu import wait_until_quiet
 from loadtests.bench.floor import FloorServer
+from loadtests.bench.http import OPEN_LOOP_CONNECTIONS
 from loadtests.bench.stack import BenchStack
 from reference_impl.integrity import KeyRing
 
@@ -50,6 +52,8 @@ class BenchConfig:
         events: Events of the large tenant (COPY ceiling, proofs, queries, verification).
         rates: Offered single-event rates (events/s), open loop, lowest first.
         rate_seconds: Seconds of load at each rate.
+        connections: Most connections the open-loop client opens (single events and the
+            HTTP floor): the population of clients (`loadtests.bench.http`).
         batch_size: Events per batch request.
         batch_concurrency: Batch requests in flight at once.
         batch_seconds: Seconds of batch load.
@@ -65,6 +69,7 @@ class BenchConfig:
     events: int = 1_000_000
     rates: tuple[float, ...] = (250, 500, 1000, 1500, 2000, 3000, 4000, 5000, 6000)
     rate_seconds: float = 15.0
+    connections: int = OPEN_LOOP_CONNECTIONS
     batch_size: int = 500
     batch_concurrency: int = 4
     batch_seconds: float = 20.0
@@ -218,7 +223,12 @@ async def _run(
         config.rates,
         config.rate_seconds,
         functools.partial(
-            phases.single_event_sweep, stack, keys, config.rates, config.rate_seconds
+            phases.single_event_sweep,
+            stack,
+            keys,
+            config.rates,
+            config.rate_seconds,
+            connections=config.connections,
         ),
     )
     result.single = [asdict(p) for p in points]
@@ -235,7 +245,12 @@ async def _run(
             config.floor_rates,
             config.floor_seconds,
             functools.partial(
-                phases.http_floor, floor, keys, config.floor_rates, config.floor_seconds
+                phases.http_floor,
+                floor,
+                keys,
+                config.floor_rates,
+                config.floor_seconds,
+                connections=config.connections,
             ),
         )
     finally:
@@ -360,6 +375,19 @@ async def _rate_phase(
     return await sweep(on_rate=on_rate, progress=lambda n: reporter.advance(offset + n))
 
 
+def _allow_open_files(connections: int) -> None:
+    """Raise this process's open-file limit (its servers inherit it) to fit the client.
+
+    A common soft limit is 1,024 descriptors, fewer than the client's connections and the
+    files of the run; the hard limit is usually far higher.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections * 2 + 1024
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, ceiling), hard))
+
+
 def run_benchmark(
     config: BenchConfig,
     out_dir: Path,
@@ -388,6 +416,7 @@ def run_benchmark(
         config=asdict(config),
     )
     began = time.perf_counter()
+    _allow_open_files(config.connections)
     reporter.phase("starting servers and the service", None)
     stack = BenchStack(work, api_workers=config.api_workers)
     try:

@@ -64,6 +64,12 @@ def bench(
         str | None,
         typer.Option(help="Offered rates of the HTTP floor (no-op app), e.g. 2000,6000."),
     ] = None,
+    connections: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=16384, help="Most connections of the open-loop client (default 1024)."
+        ),
+    ] = None,
     batch_seconds: Annotated[float | None, typer.Option(min=1, help="Seconds of batches.")] = None,
     query_samples: Annotated[
         int | None, typer.Option(min=5, help="Requests per query kind.")
@@ -86,6 +92,7 @@ def bench(
         "rates": None if rates is None else _rates(rates),
         "rate_seconds": rate_seconds,
         "floor_rates": None if floor_rates is None else _rates(floor_rates),
+        "connections": connections,
         "batch_seconds": batch_seconds,
         "query_samples": query_samples,
         "api_workers": workers,

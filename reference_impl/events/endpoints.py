@@ -96,6 +96,10 @@ _MODE_PARAMETER: dict[str, Any] = {
 
 def _mode(request: Request) -> IngestMode | None:
     """The `mode` query parameter of an ingest route (declared by `_MODE_PARAMETER`)."""
+    if not request.scope.get("query_string"):
+        # Most ingest requests have no query; parsing an empty one still cost 2 % of the
+        # API processes' samples at saturation.
+        return None
     value = request.query_params.get("mode")
     if value is None:
         return None

@@ -42,6 +42,11 @@ def test_quick_benchmark_runs_every_phase() -> None:
     assert result.ceiling["quiet"]["waited_s"] >= 1.0  # at least one window was sampled
     assert [p["offered_per_s"] for p in result.single] == list(quick.rates)
     assert all(p["latency"]["samples"] > 0 for p in result.single)
+    # The quick rates need few connections: no request waited for one, and the report says
+    # how many the client could open.
+    assert result.config["connections"] == quick.connections
+    assert all(p["waited"] == 0 for p in [*result.single, *result.floor])
+    assert f"up to {quick.connections:,};" in (out / "benchmark.md").read_text(encoding="utf-8")
     # Each rate says where its CPU went: the API and PostgreSQL worked, and the machine's
     # busy time covers what the parts were charged.
     for cpu in [*(p["cpu_us"] for p in result.single), result.batch["cpu_us"]]:
