@@ -45,12 +45,14 @@ __all__ = [
 ]
 
 
+# --8<-- [start:population]
 # The open loop's bound on connections. Group commit makes an event cheaper the more requests
 # share a transaction, so at saturation a service answers more events per second the more
 # requests are in flight. With 256, as in the benchmark runs before 2026-11-25 02:00 UTC,
 # most requests at 5,000 and 6,000 offered waited for a connection, and 1,024 reached 0 to
 # 16 % more events per second in each of seven alternating pairs of 10-15 s runs.
 OPEN_LOOP_CONNECTIONS = 1024
+# --8<-- [end:population]
 
 
 @dataclass(frozen=True)
