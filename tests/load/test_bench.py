@@ -5,8 +5,10 @@ the command's own output."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from datetime import UTC, datetime
+from pathlib import Path
 from uuid import UUID
 
 import orjson
@@ -19,6 +21,7 @@ from loadtests.scenarios.events import EventFactory
 from reference_impl.core.settings import Settings
 from reference_impl.events.validation import parse_event
 from tests.docs.blocks import DOCS_DIR, REPO_ROOT, docs_block, run_bash_block
+from tests.support.processes import auditkit
 
 pytestmark = pytest.mark.load
 
@@ -166,3 +169,21 @@ def _config() -> dict[str, object]:
     from dataclasses import asdict
 
     return asdict(BenchConfig.quick())
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--connections", "0"], "--connections"),
+        (["--rates", "fast"], "a comma-separated list"),
+        (["--rates", "500,-1"], "positive rates"),
+        (["--workers", "0"], "--workers"),
+    ],
+)
+def test_bad_flags_are_refused_before_anything_starts(
+    flags: list[str], named: str, tmp_path: Path
+) -> None:
+    done = auditkit("bench", "--out", str(tmp_path), *flags, env=dict(os.environ), timeout=60)
+    assert done.returncode == 2
+    assert named in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no report, no servers' files
