@@ -393,6 +393,10 @@ class _Schedule:
             self.open -= 1
             self._finished(0)
             return
+        if conn.closed:  # closed before this coroutine resumed: nobody told us
+            self.open -= 1
+            self._finished(0)
+            return
         conn.on_answer = self._on_answer
         conn.on_lost = self._on_lost
         self.connections.append(conn)
