@@ -172,11 +172,7 @@ class _Lease:
 
 
 def _end_reservation(lease: _Lease | None, *, granted: bool) -> None:
-    """End the reservation ``lease`` is waiting on, if this request made one.
-
-    Requests waiting on a reservation that was refused, or that could not reach Redis, go
-    to Redis together afterwards (one flush) rather than one after another.
-    """
+    """End the reservation ``lease`` is waiting on, if this request made one."""
     if lease is not None and lease.refill is not None:
         lease.refill.set_result(granted)
         lease.refill = None
@@ -263,34 +259,37 @@ class RateLimiter:
             limits.key_window,
             repr(key_fraction),
         ]
+        # Requests waiting on this request's reservation learn whether it was granted;
+        # refused or failed, they go to Redis together (see `_settled`).
+        granted = False
         try:
-            tenant_ok, key_ok, used_milli, leased = await self._submit(caller.tenant, keys, args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            _end_reservation(lease, granted=False)
-            log.warning("ratelimit.redis_unavailable", budget=budget, error=type(exc).__name__)
-            if limits.when_down == "open":
-                return {}
-            raise RedisUnavailableError("cannot count the rate limit now; retry") from None
-        except BaseException:
-            _end_reservation(lease, granted=False)
-            raise
-        used = used_milli / 1000
-        headers = self._headers(limits, budget, used - leased, key_slot, now)
-        if not (tenant_ok and key_ok):
-            _end_reservation(lease, granted=False)
-            which = "this credential" if tenant_ok else "this tenant"
-            retry = max(1, round((key_slot + 1) * limits.key_window - now))
-            raise RateLimitedError(
-                f"{which} has spent its {budget} budget; retry later",
-                retry_after=retry if tenant_ok else max(1, limits.tenant_window),
-                headers=headers,
-            )
-        if lease is not None and lease.slots == slots:
-            lease.units += leased
-            lease.spent += cost
-            lease.counted = used
-        _end_reservation(lease, granted=True)
-        return headers
+            try:
+                tenant_ok, key_ok, used_milli, leased = await self._submit(
+                    caller.tenant, keys, args
+                )
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("ratelimit.redis_unavailable", budget=budget, error=type(exc).__name__)
+                if limits.when_down == "open":
+                    return {}
+                raise RedisUnavailableError("cannot count the rate limit now; retry") from None
+            used = used_milli / 1000
+            headers = self._headers(limits, budget, used - leased, key_slot, now)
+            if not (tenant_ok and key_ok):
+                which = "this credential" if tenant_ok else "this tenant"
+                retry = max(1, round((key_slot + 1) * limits.key_window - now))
+                raise RateLimitedError(
+                    f"{which} has spent its {budget} budget; retry later",
+                    retry_after=retry if tenant_ok else max(1, limits.tenant_window),
+                    headers=headers,
+                )
+            if lease is not None and lease.slots == slots:
+                lease.units += leased
+                lease.spent += cost
+                lease.counted = used
+            granted = True
+            return headers
+        finally:
+            _end_reservation(lease, granted=granted)
 
     # --8<-- [end:spend]
 
