@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
+    "ACCEPTED",
     "OPEN_LOOP_CONNECTIONS",
     "HttpTarget",
     "LoadResult",
@@ -43,6 +44,10 @@ __all__ = [
     "request_bytes",
     "spread_connections",
 ]
+
+
+# The answers that acknowledge a request's events: stored, a retry's receipt, queued.
+ACCEPTED = frozenset({200, 201, 202})
 
 
 # --8<-- [start:population]
@@ -252,7 +257,7 @@ class LoadResult:
     @property
     def ok(self) -> int:
         """Requests answered 200, 201 or 202."""
-        return sum(n for s, n in self.statuses.items() if s in (200, 201, 202))
+        return sum(n for s, n in self.statuses.items() if s in ACCEPTED)
 
     @property
     def unanswered(self) -> int:
@@ -264,8 +269,11 @@ class LoadResult:
         """Acknowledged events per second of the run."""
         return self.ok_events / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
-    def _count(self, status: int) -> None:
+    def _count(self, status: int, events: int = 0) -> None:
+        """Count an answer's status (`0`: none), and its ``events`` if it was accepted."""
         self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status in ACCEPTED:
+            self.ok_events += events
 
 
 async def open_loop(
@@ -423,9 +431,7 @@ class _Schedule:
             self._connect(*self.queued.popleft())
 
     def _finished(self, status: int) -> None:
-        self.result._count(status)
-        if status in (200, 201, 202):
-            self.result.ok_events += self.events_per_request
+        self.result._count(status, self.events_per_request)
         self.outstanding -= 1
         if self.outstanding == 0 and self.done is not None and not self.done.done():
             self.done.set_result(None)
@@ -507,10 +513,8 @@ async def closed_loop(
                     conn = await pool.acquire()
                     continue
                 done = loop.time()
-                result._count(status)
+                result._count(status, events_per_request)
                 result.latencies_s.append(done - sent_at)
-                if status in (200, 201, 202):
-                    result.ok_events += events_per_request
                 last = max(last, done)
                 if progress is not None:
                     progress(result.ok_events)

@@ -19,6 +19,7 @@ import httpx
 from loadtests.bench.cpu import CpuMeter
 from loadtests.bench.floor import FloorServer
 from loadtests.bench.http import (
+    ACCEPTED,
     OPEN_LOOP_CONNECTIONS,
     HttpTarget,
     LoadResult,
@@ -153,7 +154,7 @@ def _headers(key: TenantKey) -> dict[str, str]:
 
 
 def _errors(result: LoadResult) -> int:
-    return sum(n for status, n in result.statuses.items() if status not in (200, 201, 202))
+    return sum(n for status, n in result.statuses.items() if status not in ACCEPTED)
 
 
 async def single_event_sweep(

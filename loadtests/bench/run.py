@@ -384,8 +384,9 @@ def _allow_open_files(connections: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = connections * 2 + 1024
     if soft != resource.RLIM_INFINITY and soft < wanted:
+        # The hard limit is never below the soft one, so this never lowers it.
         ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, ceiling), hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
 def run_benchmark(
