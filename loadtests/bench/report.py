@@ -296,6 +296,26 @@ def summary_rows(result: BenchResult) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _interpreter_sentence(machine: dict[str, Any]) -> str:
+    # Reports written before the interpreter was recorded say nothing of it.
+    interpreter = machine.get("interpreter")
+    calibration = machine.get("calibration_ms", {})
+    if not interpreter:
+        return ""
+    text = (
+        f" The service and the generator ran on `{interpreter['executable']}` "
+        f"(libpython {interpreter['libpython']}, {interpreter['compiler']})"
+    )
+    if "start" in calibration and "end" in calibration:
+        text += (
+            f"; the interpreter's calibration workload took {calibration['start']:g} ms of CPU "
+            f"at the start and {calibration['end']:g} ms at the end (lower is faster; it "
+            "compares interpreters and machines between runs, see "
+            "`loadtests/bench/interpreter.py`)"
+        )
+    return text + "."
+
+
 def render_report(result: BenchResult, plot_dir: str = "benchmark") -> str:
     """The markdown report of ``result``; plots are linked from ``plot_dir``."""
     m = result.machine
@@ -307,7 +327,7 @@ def render_report(result: BenchResult, plot_dir: str = "benchmark") -> str:
         f"machine with {m['cpus']} CPUs and {m['memory_gib']} GiB of memory ({m['platform']}, "
         f"Python {m['python']}). The load generator ran on the same machine as the service "
         f"({c['api_workers']} API processes, one queue worker), PostgreSQL (fsync on) and Valkey "
-        "(append-only file fsynced on every write).",
+        "(append-only file fsynced on every write)." + _interpreter_sentence(m),
         "",
         "## Summary",
         "",

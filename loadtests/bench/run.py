@@ -35,6 +35,7 @@ from loadtests.bench.bulk import build_log, settle
 from loadtests.bench.cpu import wait_until_quiet
 from loadtests.bench.floor import FloorServer
 from loadtests.bench.http import OPEN_LOOP_CONNECTIONS
+from loadtests.bench.interpreter import calibration_ms, describe
 from loadtests.bench.stack import BenchStack
 from reference_impl.integrity import KeyRing
 
@@ -166,6 +167,8 @@ def _machine() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
+        "interpreter": asdict(describe()),
+        "calibration_ms": {"start": calibration_ms()},
     }
 
 
@@ -428,6 +431,7 @@ def run_benchmark(
         uvloop.run(_run(stack, config, result, reporter))
     finally:
         stack.close()
+    result.machine["calibration_ms"]["end"] = calibration_ms()
     result.seconds = round(time.perf_counter() - began, 1)
     write_report(result, out_dir)
     return result

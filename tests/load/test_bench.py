@@ -70,6 +70,14 @@ def test_quick_benchmark_runs_every_phase() -> None:
     assert {q["kind"] for q in result.queries} >= {"principal", "subject", "export (subject)"}
     assert all(q["errors"] == 0 for q in result.queries)
     assert result.memory["end"]["api_mib"] > 0 and result.memory["end"]["worker_mib"] > 0
+    # The report names the interpreter the service ran on, and its speed at both ends.
+    interpreter = result.machine["interpreter"]
+    assert Path(interpreter["executable"]).exists()
+    assert interpreter["libpython"] in {"shared", "static"}
+    assert set(result.machine["calibration_ms"]) == {"start", "end"}
+    assert f"`{interpreter['executable']}` (libpython" in (out / "benchmark.md").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_bulk_events_are_what_validation_makes_of_them() -> None:
@@ -103,8 +111,10 @@ def test_the_committed_report_is_the_commands_output_for_its_data() -> None:
     assert COMMITTED.read_text(encoding="utf-8") == render_report(result)
     for name in PLOTS:
         assert (COMMITTED.parent / "benchmark" / name).read_bytes()[:8] == PNG
-    command = docs_block(GUIDE, "ts-bench-full").strip()
-    assert shlex.split(command) == ["uv", "run", *shlex.split(result.command)]
+    # The guide's command is the one that wrote the report, on the interpreter it names.
+    command = shlex.split(docs_block(GUIDE, "ts-bench-full").strip())
+    interpreter = result.machine["interpreter"]["executable"]
+    assert command == ["uv", "run", "--python", interpreter, *shlex.split(result.command)]
     assert json.loads(data.read_text())["config"]["events"] >= 1_000_000
 
 
