@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from loadtests.bench.bulk import _prepared
-from loadtests.bench.report import PLOTS, cpu_rows, render_report, summary_rows
+from loadtests.bench.report import GOALS, PLOTS, cpu_rows, render_report, summary_rows
 from loadtests.bench.run import BenchConfig, BenchResult, sustained_rate
 from loadtests.scenarios.events import EventFactory
 from reference_impl.core.settings import Settings
@@ -103,6 +103,15 @@ def test_sustained_rate_is_the_highest_rate_kept_under_the_goal() -> None:
     ]
     assert sustained_rate(points, 100.0) == 200
     assert sustained_rate([_rate_point(100, 100, p99=150)], 100.0) is None
+
+
+def test_the_default_sweep_offers_more_than_the_goal_and_the_floor_more_than_the_sweep() -> None:
+    # A sweep that stops at the goal cannot tell a machine that barely meets it from one
+    # with room to spare; a floor below the sweep's top would not bound it.
+    config = BenchConfig()
+    assert list(config.rates) == sorted(config.rates)
+    assert config.rates[-1] > GOALS["single_events_per_s"] * 1.5
+    assert config.floor_rates[-1] > config.rates[-1]
 
 
 def test_the_committed_report_is_the_commands_output_for_its_data() -> None:
