@@ -10,8 +10,13 @@ from __future__ import annotations
 from locust import constant, task
 
 from loadtests.scenarios.common import AuditUser
+from loadtests.scenarios.events import BurstBodies
 
 __all__ = ["BurstIngest"]
+
+
+# The batches of the burst, built by the first user to start (see `BurstBodies`).
+_BODIES = BurstBodies()
 
 
 # --8<-- [start:burst]
@@ -22,12 +27,11 @@ class BurstIngest(AuditUser):
     wait_time = constant(3600)
 
     def on_start(self) -> None:
-        """Build this user's share of the burst before the clock matters."""
+        """Take this user's share of the burst, built before the clock matters."""
         super().on_start()
         runner = self.environment.runner
         users = max(1, runner.target_user_count if runner is not None else 1)
-        share = max(1, int(self.options.burst_events) // users)
-        self.body = self.factory.batch_body(min(share, 1000))
+        self.body = _BODIES.take(self.factory, users, int(self.options.burst_events))
 
     @task
     def burst(self) -> None:
