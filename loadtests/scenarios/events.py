@@ -128,7 +128,8 @@ class BurstBodies:
 
     def take(self, factory: EventFactory, users: int, events: int) -> bytes:
         """A batch of ``events // users`` events (at most 1,000); the first call builds all."""
+        users = max(1, users)
         if not self._ready:
-            share = min(max(1, events // max(1, users)), 1000)
-            self._ready = [factory.batch_body(share) for _ in range(max(1, users))]
+            share = min(max(1, events // users), 1000)
+            self._ready = [factory.batch_body(share) for _ in range(users)]
         return self._ready.pop()
