@@ -30,6 +30,7 @@ import orjson
 from loadtests.scenarios.events import EventFactory
 from reference_impl.events.ingest import plan_batch
 from reference_impl.events.repository import EVENT_FIELDS
+from reference_impl.events.staging import stage
 from reference_impl.events.validation import PreparedEvent, canonical_bytes, content_digest
 from reference_impl.integrity import GENESIS_HASH, ChainHead, KeyRing
 from reference_impl.integrity.merkle import extend_frontier, leaf_hash
@@ -101,13 +102,14 @@ async def build_log(
             started = time.perf_counter()
             now = datetime.now(UTC)
             batch = [_prepared(factory, pepper, now) for _ in range(n)]
-            plan = plan_batch([(tenant, batch)], {tenant: head}, {}, keyring, now)
+            plan = plan_batch([(tenant, stage(tenant, batch))], {tenant: head}, {}, keyring, now)
             head = plan.heads[tenant]
             size, frontier, created = extend_frontier(
-                size, frontier, [leaf_hash(row["canonical"]) for row in plan.event_rows]
+                size, frontier, [leaf_hash(canonical) for canonical in plan.rows.canonical]
             )
-            event_records = [tuple(r[c] for c in EVENT_COLUMNS) for r in plan.event_rows]
-            index_records = [tuple(r[c] for c in INDEX_COLUMNS) for r in plan.index_rows]
+            rows = plan.rows.as_dicts()
+            event_records = [tuple(r[c] for c in EVENT_COLUMNS) for r in rows]
+            index_records = [tuple(r[c] for c in INDEX_COLUMNS) for r in rows]
             node_records = [(tenant, level, index, h) for level, index, h in created]
             samples.extend(str(ev.event_id) for ev in batch[:: max(1, n // 50)])
             prepare_s += time.perf_counter() - started

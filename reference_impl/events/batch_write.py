@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from reference_impl.events.repository import EVENT_FIELDS
+from reference_impl.events.staging import EventRows
 from reference_impl.integrity import ChainHead
 from reference_impl.transparency.repository import Frontier
 
@@ -37,8 +37,7 @@ _WRITE_BATCH = "SELECT auditkit_write_batch({})".format(", ".join(f"${i}" for i 
 # --8<-- [start:write-batch]
 async def write_batch(
     driver: asyncpg.Connection,
-    events: list[dict[str, Any]],
-    index: list[dict[str, Any]],
+    rows: EventRows,
     nodes: list[tuple[str, int, int, bytes]],
     frontiers: dict[str, Frontier],
     heads: dict[str, ChainHead],
@@ -46,25 +45,34 @@ async def write_batch(
     """Insert events, index rows and Merkle nodes; move frontiers and heads: one statement.
 
     ``driver`` is the asyncpg connection of the ingest transaction
-    (`core.db.driver_transaction`); ``index`` holds the index row of each event, in the same
-    order.
+    (`core.db.driver_transaction`).
 
     Raises:
-        ValueError: The index rows do not follow the event rows one for one, the rows do
-            not share one `recorded_at`, or a frontier hash is not 32 bytes.
+        ValueError: A frontier hash is not 32 bytes.
     """
-    if not events:
+    if not rows:
         return
-    if [(r["tenant_id"], r["seq"]) for r in index] != [(r["tenant_id"], r["seq"]) for r in events]:
-        raise ValueError("index rows must follow the event rows one for one")
-    recorded_at = events[0]["recorded_at"]
-    if any(row["recorded_at"] != recorded_at for row in (*events, *index)):
-        raise ValueError("the rows of one transaction share one recorded_at")
+    (tenant, event_id, occurred_at, action, category, outcome, classification, principal,
+     subject, digest) = zip(*rows.staged, strict=True)  # fmt: skip
     columns: list[Any] = [
-        recorded_at if name == "recorded_at" else [row[name] for row in events]
-        for name in EVENT_FIELDS
+        tenant,
+        rows.seq,
+        rows.recorded_at,
+        event_id,
+        occurred_at,
+        action,
+        category,
+        outcome,
+        classification,
+        principal,
+        subject,
+        rows.canonical,
+        rows.prev_hash,
+        rows.hash,
+        rows.key_id,
+        rows.signature,
+        digest,
     ]
-    columns.append([row["content_digest"] for row in index])
     columns += [list(part) for part in zip(*nodes, strict=True)] if nodes else [[]] * 4
     tenants = sorted(frontiers)
     if any(len(h) != HASH_BYTES for t in tenants for h in frontiers[t].hashes):

@@ -40,12 +40,8 @@ from reference_impl.events import repository
 from reference_impl.events.batch_read import open_batch, stored_leaves
 from reference_impl.events.batch_write import write_batch
 from reference_impl.events.repository import IndexEntry
-from reference_impl.events.validation import (
-    PreparedEvent,
-    canonical_bytes,
-    format_timestamp,
-    sorted_json,
-)
+from reference_impl.events.staging import EventRows, StagedEvent, stage
+from reference_impl.events.validation import PreparedEvent, format_timestamp
 from reference_impl.integrity import ChainHead, KeyRing, chain_hash
 from reference_impl.observability.metrics import COMMIT_BATCH_EVENTS, COMMIT_SECONDS
 from reference_impl.transparency.service import extend_trees
@@ -87,7 +83,7 @@ class IngestResult:
 @dataclass(slots=True)
 class _Pending:
     tenant: str
-    events: Sequence[PreparedEvent]
+    events: Sequence[StagedEvent]
     future: asyncio.Future[list[IngestResult]] = field(repr=False)
 
 
@@ -95,28 +91,24 @@ class _Pending:
 class BatchPlan:
     """What one transaction writes and what each request gets back."""
 
-    event_rows: list[dict[str, Any]] = field(default_factory=list)
-    index_rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: EventRows
     heads: dict[str, ChainHead] = field(default_factory=dict)
     outcomes: list[list[IngestResult] | AuditError] = field(default_factory=list)
 
 
-def _receipt_of(
-    entry: IndexEntry, recorded_at: str | None = None, event_id: str | None = None
-) -> StoredReceipt:
-    # ``recorded_at``: the entry's time already formatted (one batch shares one time);
-    # ``event_id``: the id as the event's content spells it (`str` of the UUID).
+def _receipt_of(entry: IndexEntry) -> StoredReceipt:
     return StoredReceipt(
-        event_id=event_id or str(entry.event_id),
+        event_id=str(entry.event_id),
         seq=entry.seq,
         hash=entry.hash.hex(),
-        recorded_at=recorded_at or format_timestamp(entry.recorded_at),
+        recorded_at=format_timestamp(entry.recorded_at),
         key_id=entry.key_id,
     )
 
 
+# --8<-- [start:plan-batch]
 def plan_batch(
-    requests: Sequence[tuple[str, Sequence[PreparedEvent]]],
+    requests: Sequence[tuple[str, Sequence[StagedEvent]]],
     heads: dict[str, ChainHead],
     existing: dict[tuple[str, Any], IndexEntry],
     keyring: KeyRing,
@@ -124,22 +116,32 @@ def plan_batch(
 ) -> BatchPlan:
     """Assign seqs, hash, sign and build rows for a batch of requests (no I/O).
 
+    This is the part of a commit that runs under the chain-head locks, so it does only what
+    depends on the heads: each event's content was serialised when it was staged, and only
+    the commit's time is put between the two halves here.
+
     A request is all-or-nothing: if any of its events reuses a stored `event_id` with other
     content, the whole request gets a `ConflictError` and none of its events is written.
     A retried event with the same content gets its original receipt.
     """
-    plan = BatchPlan(heads=dict(heads))
+    plan = BatchPlan(rows=EventRows(now), heads=dict(heads))
+    rows = plan.rows
     recorded_at = format_timestamp(now)
-    seen: dict[tuple[str, Any], IndexEntry] = dict(existing)
+    stamp = recorded_at.encode()
+    # What each (tenant, event_id) of this batch or the store already holds: its digest
+    # and its receipt.
+    seen: dict[tuple[str, Any], tuple[bytes, StoredReceipt]] = {
+        key: (entry.content_digest, _receipt_of(entry)) for key, entry in existing.items()
+    }
     for tenant, events in requests:
         conflicts = [
             ProblemField(
                 "this event_id was already recorded with different content",
                 pointer=f"/events/{i}/event_id" if len(events) > 1 else "/event_id",
             )
-            for i, ev in enumerate(events)
-            if (prior := seen.get((tenant, ev.event_id))) is not None
-            and prior.content_digest != _digest(ev)
+            for i, st in enumerate(events)
+            if (prior := seen.get((tenant, st.event.event_id))) is not None
+            and prior[0] != st.event.digest
         ]
         if not conflicts:
             conflicts = _conflicts_within(events)
@@ -153,79 +155,44 @@ def plan_batch(
             continue
         results: list[IngestResult] = []
         head = plan.heads[tenant]
-        for ev in events:
-            prior = seen.get((tenant, ev.event_id))
+        seq, prev = head.next_seq, head.head_hash
+        for st in events:
+            key = (tenant, st.event.event_id)
+            prior = seen.get(key)
             if prior is not None:
-                results.append(IngestResult(_receipt_of(prior), created=False))
+                results.append(IngestResult(prior[1], created=False))
                 continue
-            content = dict(ev.content)
-            content["tenant"] = tenant
-            content["recorded_at"] = recorded_at
-            # Adding two strings keeps plain JSON plain: no second walk of the content.
-            canonical = sorted_json(content) if ev.plain_json else canonical_bytes(content)
-            seq = head.next_seq
-            digest = chain_hash(head.head_hash, seq, canonical)
+            canonical = st.head + stamp + st.tail
+            digest = chain_hash(prev, seq, canonical)
             key_id, signature = keyring.sign(digest)
-            plan.event_rows.append(
-                {
-                    "tenant_id": tenant,
-                    "seq": seq,
-                    "recorded_at": now,
-                    "event_id": ev.event_id,
-                    "occurred_at": datetime.fromisoformat(content["occurred_at"]),
-                    "action": content["action"],
-                    "category": content["category"],
-                    "outcome": content["outcome"],
-                    "data_classification": content["data_classification"],
-                    "principal_id": content["principal"]["id"],
-                    "subject_id": content["target"].get("subject_id"),
-                    "canonical": canonical,
-                    "prev_hash": head.head_hash,
-                    "hash": digest,
-                    "key_id": key_id,
-                    "signature": signature,
-                }
+            rows.staged.append(st.columns)
+            rows.seq.append(seq)
+            rows.canonical.append(canonical)
+            rows.prev_hash.append(prev)
+            rows.hash.append(digest)
+            rows.key_id.append(key_id)
+            rows.signature.append(signature)
+            receipt = StoredReceipt(
+                st.event.content["event_id"], seq, digest.hex(), recorded_at, key_id
             )
-            entry = IndexEntry(
-                tenant_id=tenant,
-                event_id=ev.event_id,
-                seq=seq,
-                recorded_at=now,
-                content_digest=_digest(ev),
-                hash=digest,
-                key_id=key_id,
-            )
-            plan.index_rows.append(
-                {
-                    "tenant_id": tenant,
-                    "event_id": ev.event_id,
-                    "seq": seq,
-                    "recorded_at": now,
-                    "content_digest": entry.content_digest,
-                    "hash": digest,
-                    "key_id": key_id,
-                }
-            )
-            seen[(tenant, ev.event_id)] = entry
-            head = ChainHead(next_seq=seq + 1, head_hash=digest)
-            receipt = _receipt_of(entry, recorded_at, content["event_id"])
+            seen[key] = (st.event.digest, receipt)
             results.append(IngestResult(receipt, created=True))
-        plan.heads[tenant] = head
+            seq, prev = seq + 1, digest
+        plan.heads[tenant] = ChainHead(next_seq=seq, head_hash=prev)
         plan.outcomes.append(results)
     plan.heads = {t: h for t, h in plan.heads.items() if h != heads.get(t)}
     return plan
 
 
-def _digest(ev: PreparedEvent) -> bytes:
-    return ev.digest
+# --8<-- [end:plan-batch]
 
 
-def _conflicts_within(events: Sequence[PreparedEvent]) -> list[ProblemField]:
+def _conflicts_within(events: Sequence[StagedEvent]) -> list[ProblemField]:
     first: dict[Any, bytes] = {}
     out = []
-    for i, ev in enumerate(events):
-        prior = first.setdefault(ev.event_id, ev.digest)
-        if prior != ev.digest:
+    for i, st in enumerate(events):
+        prior = first.setdefault(st.event.event_id, st.event.digest)
+        if prior != st.event.digest:
             out.append(
                 ProblemField(
                     "the same event_id appears earlier in this batch with different content",
@@ -297,9 +264,11 @@ class GroupCommitter:
         """
         if self._closing:
             raise ShuttingDownError("this process is shutting down; retry", retry_after=1)
+        # Staged here, in the request's task: the committer's time is lock-held time.
+        staged = stage(tenant, events)
         future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
         queue = self._queues[zlib.crc32(tenant.encode()) % len(self._queues)]
-        queue.put_nowait(_Pending(tenant, events, future))
+        queue.put_nowait(_Pending(tenant, staged, future))
         return await future
 
     async def _run(self, queue: asyncio.Queue[_Pending], held: HeldConnection) -> None:
@@ -345,7 +314,7 @@ class GroupCommitter:
             async with scoped(self.engine, fresh, write=True) as conn:
                 await repository.ensure_tenants(conn, fresh)
             self._known_tenants.update(fresh)
-        keys = [(p.tenant, ev.event_id) for p in batch for ev in p.events]
+        keys = [(p.tenant, st.event.event_id) for p in batch for st in p.events]
         async with held.transaction() as driver:
             state = await open_batch(driver, tenants, keys)
             if len(state.heads) != len(tenants):
@@ -361,13 +330,11 @@ class GroupCommitter:
                 _now(),
             )
             tree = await extend_trees(
-                plan.event_rows, state.frontiers, partial(stored_leaves, driver)
+                plan.rows.leaves(), state.frontiers, partial(stored_leaves, driver)
             )
-            await write_batch(
-                driver, plan.event_rows, plan.index_rows, tree.nodes, tree.frontiers, plan.heads
-            )
+            await write_batch(driver, plan.rows, tree.nodes, tree.frontiers, plan.heads)
         COMMIT_SECONDS.observe(time.perf_counter() - started)
-        COMMIT_BATCH_EVENTS.observe(len(plan.event_rows))
+        COMMIT_BATCH_EVENTS.observe(len(plan.rows))
         for item, outcome in zip(batch, plan.outcomes, strict=True):
             if item.future.done():
                 continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -167,11 +167,12 @@ async def plan_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str, A
     """
     tenants = sorted({row["tenant_id"] for row in event_rows})
     frontiers = await repository.load_frontiers(conn, tenants) if tenants else {}
-    return await extend_trees(event_rows, frontiers, partial(repository.leaf_inputs, conn))
+    leaves = [(row["tenant_id"], row["seq"], row["canonical"]) for row in event_rows]
+    return await extend_trees(leaves, frontiers, partial(repository.leaf_inputs, conn))
 
 
 async def extend_trees(
-    event_rows: Sequence[Mapping[str, Any]],
+    leaves: Iterable[tuple[str, int, bytes]],
     frontiers: Mapping[str, Frontier],
     read_leaves: LeafReader,
 ) -> TreeWrites:
@@ -182,7 +183,7 @@ async def extend_trees(
     lock of its own, and the tree can never disagree with a committed chain.
 
     Args:
-        event_rows: The inserted rows (each with `tenant_id`, `seq` and `canonical`).
+        leaves: ``(tenant, seq, canonical)`` of each inserted event.
         frontiers: The tenants' frontiers, read in the same transaction (a tenant without
             one has an empty tree).
         read_leaves: Reads stored events the tree does not hold yet (only a database
@@ -193,17 +194,17 @@ async def extend_trees(
             which only a change to stored rows can cause.
     """
     by_tenant: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
-    for row in event_rows:
-        by_tenant[row["tenant_id"]].append((row["seq"], row["canonical"]))
+    for tenant, seq, canonical in leaves:
+        by_tenant[tenant].append((seq, canonical))
     if not by_tenant:
         return TreeWrites([], {})
     tenants = sorted(by_tenant)
     nodes: list[tuple[str, int, int, bytes]] = []
     updated: dict[str, Frontier] = {}
     for tenant in tenants:
-        leaves = sorted(by_tenant[tenant])
+        ordered = sorted(by_tenant[tenant])
         current = frontiers.get(tenant, Frontier(0, ()))
-        first = leaves[0][0]
+        first = ordered[0][0]
         if current.size > first:
             raise IntegrityCompromisedError(
                 f"the Merkle tree of this tenant holds {current.size} leaves, but seq {first} "
@@ -212,11 +213,11 @@ async def extend_trees(
         if current.size < first:
             # Events stored before the tree existed (or by an older version): add them
             # first, in order, so that leaf i is always seq i.
-            leaves = await read_leaves(tenant, current.size, first) + leaves
-        if [seq for seq, _ in leaves] != list(range(current.size, current.size + len(leaves))):
+            ordered = await read_leaves(tenant, current.size, first) + ordered
+        if [seq for seq, _ in ordered] != list(range(current.size, current.size + len(ordered))):
             raise IntegrityCompromisedError("the events to add to the Merkle tree are not gapless")
         size, frontier, created = extend_frontier(
-            current.size, current.hashes, [leaf_hash(canonical) for _, canonical in leaves]
+            current.size, current.hashes, [leaf_hash(canonical) for _, canonical in ordered]
         )
         nodes.extend((tenant, level, index, h) for level, index, h in created)
         updated[tenant] = Frontier(size, tuple(frontier))

@@ -21,6 +21,7 @@ from reference_impl.core.settings import Settings
 from reference_impl.events.batch_read import BatchState, open_batch, stored_leaves
 from reference_impl.events.batch_write import write_batch
 from reference_impl.events.ingest import GroupCommitter, plan_batch
+from reference_impl.events.staging import stage
 from reference_impl.events.validation import parse_event
 from reference_impl.events.verification import verify_tenant
 from reference_impl.transparency.service import extend_trees
@@ -188,12 +189,14 @@ async def _write_one(
 ) -> None:
     """Plan ``event`` on the opened ``state`` and write it, as a commit of one event does."""
     plan = plan_batch(
-        [(tenant, [event])], state.heads, state.existing, app.state.keyring, datetime.now(UTC)
+        [(tenant, stage(tenant, [event]))],
+        state.heads,
+        state.existing,
+        app.state.keyring,
+        datetime.now(UTC),
     )
-    tree = await extend_trees(plan.event_rows, state.frontiers, partial(stored_leaves, driver))
-    await write_batch(
-        driver, plan.event_rows, plan.index_rows, tree.nodes, tree.frontiers, plan.heads
-    )
+    tree = await extend_trees(plan.rows.leaves(), state.frontiers, partial(stored_leaves, driver))
+    await write_batch(driver, plan.rows, tree.nodes, tree.frontiers, plan.heads)
 
 
 async def test_a_waiting_batch_reads_what_the_lock_holder_committed(

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from reference_impl.core.errors import AuditError
 from reference_impl.core.settings import Settings
 from reference_impl.events.ingest import plan_batch
+from reference_impl.events.staging import canonical_around, stage
 from reference_impl.events.validation import (
     canonical_bytes,
     canonical_form,
@@ -111,7 +112,7 @@ def test_events_the_api_accepts_take_the_fast_path_and_match(fields: dict[str, A
     # The commit adds the tenant and the time and serialises without a second check.
     assert prepared.plain_json
     plan = plan_batch(
-        [("tenant-a", [prepared])],
+        [("tenant-a", stage("tenant-a", [prepared]))],
         {"tenant-a": ChainHead(0, GENESIS_HASH)},
         {},
         KeyRing({"k": b"k" * 32}, "k"),
@@ -122,7 +123,35 @@ def test_events_the_api_accepts_take_the_fast_path_and_match(fields: dict[str, A
         "tenant": "tenant-a",
         "recorded_at": "2026-11-24T00:00:00.000000Z",
     }
-    assert plan.event_rows[0]["canonical"] == rfc8785.dumps(stored)
+    assert plan.rows.canonical[0] == rfc8785.dumps(stored)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(texts, json_values, max_size=8), texts)
+@example({}, "x")
+@example({"a": 1}, "x")
+@example({"z": 1}, "x")
+@example({"recorded_a": 1, "recorded_b": 2, "\ue000": 3, "\U0001f600": 4}, "x")
+@example({"f": 1.5, "é": "x"}, "2026-11-24T00:00:00.000000Z")
+def test_the_halves_around_recorded_at_make_the_canonical_form(
+    content: dict[str, Any], recorded_at: str
+) -> None:
+    # The commit joins the staged halves around the time; the reference decides.
+    content.pop("recorded_at", None)
+    try:
+        expected = rfc8785.dumps({**content, "recorded_at": recorded_at})
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(CanonicalizationError):
+            canonical_around(content, plain_json=False)
+        return
+    plain = canonical_form(content)[1]
+    head, tail = canonical_around(content, plain_json=plain)
+    assert head + rfc8785.dumps(recorded_at)[1:-1] + tail == expected
+
+
+def test_content_with_its_own_recorded_at_is_refused() -> None:
+    with pytest.raises(ValueError, match="assigned by the service"):
+        canonical_around({"recorded_at": "x"}, plain_json=True)
 
 
 @settings(max_examples=600, deadline=None)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 from datetime import UTC, datetime
-
-import pytest
+from typing import Any
 
 from reference_impl.core.errors import ConflictError
 from reference_impl.core.settings import Settings
-from reference_impl.events.batch_write import write_batch
-from reference_impl.events.ingest import plan_batch
+from reference_impl.events.ingest import BatchPlan
+from reference_impl.events.ingest import plan_batch as plan_prepared
 from reference_impl.events.repository import IndexEntry
+from reference_impl.events.staging import stage
 from reference_impl.events.validation import PreparedEvent, parse_event
 from reference_impl.integrity import GENESIS_HASH, ChainHead, KeyRing, chain_hash
 from tests.support.events import make_event
@@ -29,10 +29,22 @@ def _head(n: int = 0, h: bytes = GENESIS_HASH) -> ChainHead:
     return ChainHead(next_seq=n, head_hash=h)
 
 
+def plan_batch(
+    requests: list[tuple[str, list[PreparedEvent]]],
+    heads: dict[str, ChainHead],
+    existing: dict[tuple[str, Any], IndexEntry],
+    keyring: KeyRing,
+    now: datetime,
+) -> BatchPlan:
+    """`plan_batch` of requests staged as the committer stages them."""
+    staged = [(tenant, stage(tenant, events)) for tenant, events in requests]
+    return plan_prepared(staged, heads, existing, keyring, now)
+
+
 def test_seqs_continue_from_the_head_and_chain_links() -> None:
     events = [_prepared() for _ in range(3)]
     plan = plan_batch([("t", events)], {"t": _head(5, b"\x01" * 32)}, {}, KEYRING, NOW)
-    rows = plan.event_rows
+    rows = plan.rows.as_dicts()
     assert [r["seq"] for r in rows] == [5, 6, 7]
     assert rows[0]["prev_hash"] == b"\x01" * 32
     for prev, row in itertools.pairwise(rows):
@@ -51,12 +63,16 @@ def test_tenants_have_separate_chains() -> None:
         KEYRING,
         NOW,
     )
-    assert [(r["tenant_id"], r["seq"]) for r in plan.event_rows] == [("a", 0), ("b", 3), ("a", 1)]
+    assert [(r["tenant_id"], r["seq"]) for r in plan.rows.as_dicts()] == [
+        ("a", 0),
+        ("b", 3),
+        ("a", 1),
+    ]
 
 
 def test_canonical_covers_tenant_and_recorded_at() -> None:
     plan = plan_batch([("t", [_prepared()])], {"t": _head()}, {}, KEYRING, NOW)
-    content = json.loads(plan.event_rows[0]["canonical"])
+    content = json.loads(plan.rows.as_dicts()[0]["canonical"])
     assert content["tenant"] == "t"
     assert content["recorded_at"] == "2026-11-23T12:00:00.000000Z"
 
@@ -76,7 +92,7 @@ def test_stored_duplicate_gets_its_original_receipt() -> None:
     [[result]] = plan.outcomes  # type: ignore[misc]
     assert not result.created
     assert (result.receipt.seq, result.receipt.key_id) == (9, "old")
-    assert plan.event_rows == [] and plan.heads == {}
+    assert len(plan.rows) == 0 and plan.heads == {}
 
 
 def test_conflicting_request_is_skipped_whole_others_proceed() -> None:
@@ -88,8 +104,8 @@ def test_conflicting_request_is_skipped_whole_others_proceed() -> None:
         [("t", bad), ("t", good)], {"t": _head(1)}, {("t", stored.event_id): entry}, KEYRING, NOW
     )
     assert isinstance(plan.outcomes[0], ConflictError)
-    assert [r["seq"] for r in plan.event_rows] == [1]
-    assert plan.event_rows[0]["event_id"] == good[0].event_id
+    assert [r["seq"] for r in plan.rows.as_dicts()] == [1]
+    assert plan.rows.as_dicts()[0]["event_id"] == good[0].event_id
 
 
 def test_same_id_twice_in_one_batch() -> None:
@@ -108,12 +124,3 @@ def test_same_id_in_two_requests_of_one_batch() -> None:
     first, second = plan.outcomes
     assert first[0].created and not second[0].created  # type: ignore[index]
     assert first[0].receipt == second[0].receipt  # type: ignore[index]
-
-
-async def test_the_write_refuses_rows_that_do_not_share_one_recorded_at() -> None:
-    # The statement sends `recorded_at` once for every row: a row with another time must
-    # be refused before anything is sent, not stored with the first row's time.
-    plan = plan_batch([("t", [_prepared(), _prepared()])], {"t": _head()}, {}, KEYRING, NOW)
-    plan.event_rows[1]["recorded_at"] = datetime(2026, 11, 23, 12, 0, 1, tzinfo=UTC)
-    with pytest.raises(ValueError, match="one recorded_at"):
-        await write_batch(None, plan.event_rows, plan.index_rows, [], {}, plan.heads)  # type: ignore[arg-type]
