@@ -5,7 +5,8 @@ service's own functions: each event's content is canonicalised and digested as v
 does it, `plan_batch` assigns seqs, chains, signs and builds the event and index rows, and
 `extend_frontier` computes the Merkle nodes over the stored canonical bytes. Only then is
 the clock started: the rows one event writes (its `audit_events` row, its
-`audit_event_index` row and the Merkle nodes it completes) are copied into the same tables,
+`audit_event_index` row and the Merkle nodes it completes that the service stores,
+`stored_subtrees`) are copied into the same tables,
 with the same indexes, triggers and partitions the service writes to, one transaction per
 chunk, each committed with `fsync`. Events per second of that is the ceiling: how fast this
 database on this machine takes the rows, with no HTTP, validation or hashing in front of it.
@@ -34,6 +35,7 @@ from reference_impl.events.staging import stage
 from reference_impl.events.validation import PreparedEvent, canonical_bytes, content_digest
 from reference_impl.integrity import GENESIS_HASH, ChainHead, KeyRing
 from reference_impl.integrity.merkle import extend_frontier, leaf_hash
+from reference_impl.transparency.service import stored_subtrees
 
 __all__ = ["BulkLog", "build_log", "settle"]
 
@@ -110,7 +112,7 @@ async def build_log(
             rows = plan.rows.as_dicts()
             event_records = [tuple(r[c] for c in EVENT_COLUMNS) for r in rows]
             index_records = [tuple(r[c] for c in INDEX_COLUMNS) for r in rows]
-            node_records = [(tenant, level, index, h) for level, index, h in created]
+            node_records = stored_subtrees(tenant, created)
             samples.extend(str(ev.event_id) for ev in batch[:: max(1, n // 50)])
             prepare_s += time.perf_counter() - started
             started = time.perf_counter()

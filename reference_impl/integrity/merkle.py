@@ -11,10 +11,12 @@ A tenant's log is a Merkle tree whose leaf ``i`` is the event with ``seq == i``:
 The prefixes keep a leaf from ever hashing like a node (second-preimage resistance).
 
 **Storage model.** Proof generation reads *perfect subtrees* only: the subtree at
-``(level, index)`` covers leaves ``[index·2^level, (index+1)·2^level)``. A store that keeps
-every perfect subtree hash (level 0 being the leaves) answers any root or proof for any
-tree size with O(log n) reads, because every hash a proof needs is either a perfect subtree
-or the right edge of one, which is the fold of at most log n perfect subtrees. Appending
+``(level, index)`` covers leaves ``[index·2^level, (index+1)·2^level)``. A store that can
+give every perfect subtree hash (level 0 being the leaves) answers any root or proof for
+any tree size with O(log n) reads, because every hash a proof needs is either a perfect
+subtree or the right edge of one, which is the fold of at most log n perfect subtrees. (The
+service stores them from level 4 up and hashes the lower ones from the leaves they cover:
+`transparency.service.LOWEST_STORED_LEVEL`.) Appending
 needs only the *frontier*: the roots of the perfect subtrees that make up the current size,
 largest first ([`extend_frontier`][reference_impl.integrity.merkle.extend_frontier]).
 

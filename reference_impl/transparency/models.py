@@ -1,8 +1,10 @@
 """Tables of the verifiable log.
 
-* `merkle_nodes` holds every perfect subtree hash of every tenant's tree: level 0 are the
-  leaf hashes (leaf ``i`` is the event with ``seq == i``), level ``l`` index ``j`` covers
-  leaves ``[j·2^l, (j+1)·2^l)``. Any root or proof for any size is O(log n) of these rows.
+* `merkle_nodes` holds the perfect subtree hashes of every tenant's tree from level 4 up
+  (`transparency.service.LOWEST_STORED_LEVEL`; leaf ``i`` is the event with ``seq == i``):
+  level ``l`` index ``j`` covers leaves ``[j·2^l, (j+1)·2^l)``. Any root or proof for any
+  size is O(log n) of these rows, plus at most 16 events per 16-leaf block it passes
+  through, whose lower subtrees are hashed from their canonical bytes.
 * `merkle_frontiers` holds, per tenant, the tree size and the roots of the perfect subtrees
   along the right edge, so appending needs no read of `merkle_nodes`.
 * `checkpoints` keeps every signed checkpoint; `checkpoint_keys` every public key that ever

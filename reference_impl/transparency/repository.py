@@ -42,6 +42,7 @@ __all__ = [
     "insert_nodes",
     "latest_checkpoint",
     "leaf_inputs",
+    "leaves_at",
     "list_checkpoints",
     "list_keys",
     "load_frontiers",
@@ -206,6 +207,19 @@ async def leaf_inputs(
         .order_by(EVENTS.c.seq)
     )
     return [(r.seq, bytes(r.canonical)) for r in rows]
+
+
+async def leaves_at(conn: AsyncConnection, tenant: str, seqs: Sequence[int]) -> dict[int, bytes]:
+    """The canonical bytes of ``tenant``'s stored events at ``seqs``, by seq (one query)."""
+    if not seqs:
+        return {}
+    rows = await conn.execute(
+        select(EVENTS.c.seq, EVENTS.c.canonical).where(
+            EVENTS.c.tenant_id == tenant,
+            EVENTS.c.seq == func.any(bindparam("seqs", list(seqs), type_=ARRAY(BigInteger))),
+        )
+    )
+    return {r.seq: bytes(r.canonical) for r in rows}
 
 
 async def tree_size(conn: AsyncConnection, tenant: str) -> int:

@@ -47,6 +47,7 @@ from reference_impl.integrity.merkle import (
     frontier_root,
     inclusion_proof,
     leaf_hash,
+    node_hash,
     reads_of,
     root,
     verify_consistency,
@@ -55,6 +56,7 @@ from reference_impl.transparency import repository
 from reference_impl.transparency.repository import Frontier, StoredCheckpoint
 
 __all__ = [
+    "LOWEST_STORED_LEVEL",
     "CheckpointKeys",
     "ConsistencyProof",
     "InclusionProof",
@@ -75,6 +77,7 @@ __all__ = [
     "origin_of",
     "plan_leaves",
     "root_at",
+    "stored_subtrees",
 ]
 
 T = TypeVar("T")
@@ -141,13 +144,38 @@ def origin_of(log_origin: str, tenant: str) -> str:
     return f"{log_origin.rstrip('/')}/{tenant}"
 
 
+# --8<-- [start:stored-levels]
+LOWEST_STORED_LEVEL = 4
+"""Perfect subtrees below this level are not stored; proofs hash them from the events.
+
+A subtree of level 4 covers 16 leaves. Storing every level would write two rows per event
+into `merkle_nodes` (its leaf hash, and about one interior node per leaf), inside the ingest
+transaction, while it holds the tenant's chain-head lock that every other writer of the
+tenant waits for. From level 4 up it is one row per eight events. A proof that needs a lower
+subtree reads the canonical bytes of the events under it instead, at most the 16 events of
+each 16-leaf block the proof passes through (an inclusion proof passes through one block,
+a consistency proof through at most two), and hashes them.
+"""
+
+
+def stored_subtrees(
+    tenant: str, created: Iterable[tuple[int, int, bytes]]
+) -> list[tuple[str, int, int, bytes]]:
+    """The new perfect subtrees ``(level, index, hash)`` that are stored, as node rows."""
+    return [(tenant, lv, i, h) for lv, i, h in created if lv >= LOWEST_STORED_LEVEL]
+
+
+# --8<-- [end:stored-levels]
+
+
 # --8<-- [start:append-leaves]
 @dataclass(frozen=True)
 class TreeWrites:
     """What extending the trees writes: new perfect subtrees and the moved frontiers.
 
     Attributes:
-        nodes: ``(tenant, level, index, hash)`` of each subtree the new leaves complete.
+        nodes: ``(tenant, level, index, hash)`` of each subtree the new leaves complete,
+            from `LOWEST_STORED_LEVEL` up.
         frontiers: The new frontier of each tenant whose tree grew.
     """
 
@@ -219,7 +247,7 @@ async def extend_trees(
         size, frontier, created = extend_frontier(
             current.size, current.hashes, [leaf_hash(canonical) for _, canonical in ordered]
         )
-        nodes.extend((tenant, level, index, h) for level, index, h in created)
+        nodes.extend(stored_subtrees(tenant, created))
         updated[tenant] = Frontier(size, tuple(frontier))
     return TreeWrites(nodes, updated)
 
@@ -264,17 +292,43 @@ async def catch_up(conn: AsyncConnection, tenant: str) -> int:
 
 
 async def _reader(conn: AsyncConnection, tenant: str, compute: Callable[[SubtreeReader], T]) -> T:
-    """Run a tree computation over the stored subtrees it needs, fetched in one query."""
+    """Run a tree computation over the subtrees it needs: stored ones in one query, those
+    below `LOWEST_STORED_LEVEL` hashed from their events (read in one more)."""
     wanted = reads_of(compute)
-    stored = await repository.read_nodes(conn, tenant, wanted)
-    missing = [w for w in wanted if w not in stored]
+    above = [w for w in wanted if w[0] >= LOWEST_STORED_LEVEL]
+    below = [w for w in wanted if w[0] < LOWEST_STORED_LEVEL]
+    stored = await repository.read_nodes(conn, tenant, above)
+    missing = [w for w in above if w not in stored]
     if missing:
         level, index = missing[0]
         raise IntegrityCompromisedError(
             f"the Merkle tree of this tenant lacks the stored subtree at level {level}, "
             f"index {index}; stored rows were removed"
         )
+    stored.update(await _hashed_from_events(conn, tenant, below))
     return compute(lambda level, index: stored[(level, index)])
+
+
+async def _hashed_from_events(
+    conn: AsyncConnection, tenant: str, subtrees: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    """The hashes of low perfect subtrees, from the canonical bytes of the events they cover."""
+    seqs = sorted({seq for lv, i in subtrees for seq in range(i << lv, (i + 1) << lv)})
+    canonical = await repository.leaves_at(conn, tenant, seqs)
+    if len(canonical) != len(seqs):
+        gone = min(set(seqs) - set(canonical))
+        raise IntegrityCompromisedError(
+            f"the event at seq {gone}, a leaf of this tenant's Merkle tree, is missing; "
+            "stored rows were removed"
+        )
+    leaves = {seq: leaf_hash(data) for seq, data in canonical.items()}
+    out = {}
+    for level, index in subtrees:
+        hashes = [leaves[seq] for seq in range(index << level, (index + 1) << level)]
+        while len(hashes) > 1:
+            hashes = [node_hash(a, b) for a, b in zip(hashes[::2], hashes[1::2], strict=True)]
+        out[(level, index)] = hashes[0]
+    return out
 
 
 async def root_at(conn: AsyncConnection, tenant: str, size: int) -> bytes:
@@ -643,7 +697,7 @@ async def audit_tree(
         size, frontier_hashes, created = extend_frontier(
             size, frontier_hashes, [leaf_hash(canonical)]
         )
-        pending.update({(level, index): h for level, index, h in created})
+        pending.update({(lv, i): h for _, lv, i, h in stored_subtrees(tenant, created)})
         check_checkpoints()
         if len(pending) >= AUDIT_CHUNK:
             await flush()

@@ -21,6 +21,7 @@ from reference_impl.integrity.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from reference_impl.transparency.service import LOWEST_STORED_LEVEL
 from tests.conftest import TEST_CHECKPOINT_KEYS, Tenant, make_settings, new_tenant
 from tests.support.events import make_event
 
@@ -89,7 +90,9 @@ async def test_tree_grows_in_the_ingest_transaction(
         nodes = await superuser.fetch(
             "SELECT level, idx, hash FROM merkle_nodes WHERE tenant_id = $1", t.name
         )
-        assert len(nodes) == 37 + 18 + 9 + 4 + 2 + 1
+        # Stored from LOWEST_STORED_LEVEL (4, 16 leaves) up: two of level 4, one of level 5.
+        assert LOWEST_STORED_LEVEL == 4
+        assert sorted((n["level"], n["idx"]) for n in nodes) == [(4, 0), (4, 1), (5, 0)]
         for n in nodes:
             assert tree.subtree(n["level"], n["idx"]) == bytes(n["hash"])
 
@@ -276,6 +279,49 @@ async def test_consistency_proofs_verify_between_any_two_sizes(
         proof = [_b64(p) for p in body["proof"]]
         assert proof == tree.consistency_proof(first, second)
         assert verify_consistency(first, second, tree.root(first), tree.root(second), proof)
+
+
+async def test_proofs_through_stored_and_hashed_subtrees_match_the_reference_tree(
+    client: httpx.AsyncClient, tenant: Tenant, superuser: asyncpg.Connection
+) -> None:
+    # 40 leaves: two stored blocks of 16 (levels 4 and 5) and a right edge of 8 below them.
+    ids = await _ingest(client, tenant, 40)
+    await client.post("/v1/log/checkpoint", headers=tenant.headers)
+    tree = MemoryTree([leaf_hash(c) for c in await _canonicals(superuser, tenant.name)])
+    for seq in (0, 15, 16, 31, 32, 39):
+        resp = await client.get(
+            "/v1/log/proof/inclusion", params={"event_id": ids[seq]}, headers=tenant.headers
+        )
+        assert resp.status_code == 200, resp.text
+        assert [_b64(p) for p in resp.json()["proof"]] == tree.inclusion_proof(seq, 40)
+    for first, second in ((15, 17), (16, 40), (17, 33), (31, 39)):
+        resp = await client.get(
+            "/v1/log/proof/consistency",
+            params={"from": first, "to": second},
+            headers=tenant.headers,
+        )
+        assert resp.status_code == 200, resp.text
+        proof = [_b64(p) for p in resp.json()["proof"]]
+        assert proof == tree.consistency_proof(first, second)
+
+
+async def test_a_proof_over_a_removed_event_is_refused_as_tampering(
+    client: httpx.AsyncClient, tenant: Tenant, superuser: asyncpg.Connection
+) -> None:
+    # Subtrees below the stored levels are hashed from the events: a proof that needs a
+    # removed event names it instead of answering with a tree that is not the signed one.
+    ids = await _ingest(client, tenant, 8)
+    await client.post("/v1/log/checkpoint", headers=tenant.headers)
+    await superuser.execute("SET session_replication_role = replica")
+    await superuser.execute(
+        "DELETE FROM audit_events WHERE tenant_id = $1 AND seq = 5", tenant.name
+    )
+    await superuser.execute("SET session_replication_role = DEFAULT")
+    resp = await client.get(
+        "/v1/log/proof/inclusion", params={"event_id": ids[4]}, headers=tenant.headers
+    )
+    body = _problem(resp, 423, "tamper-detected")
+    assert "seq 5" in str(body["detail"])
 
 
 async def test_consistency_proof_errors(client: httpx.AsyncClient, tenant: Tenant) -> None:
