@@ -1,0 +1,212 @@
+"""The burst drill's question without Locust: N events at once, when does the last answer come?
+
+    uv run python -m loadtests.bench.burst [--rounds 10] [--events 5000] [--batches 10]
+        [--setting NAME=VALUE ...] [--out DIR]
+
+Starts the benchmark's servers (`BenchStack`: PostgreSQL, Valkey, `auditkit serve` with two
+processes), builds every batch, opens one connection per batch and then writes them all at
+once, `--rounds` times, a few seconds apart. For each burst it prints when the first and the
+last answer came back (counted from the moment the writes began), the median, and the CPU
+the API processes, PostgreSQL and this client spent on it. Then it counts the stored events:
+a burst answered with anything but `201`, or whose events are not all stored, fails the run
+(exit 1).
+
+The Locust drill (`python -m loadtests.drill burst`) is the acceptance check. This is the
+instrument for changing what it measures: no Locust users share the cores, the batches are
+built before the clock starts, and many bursts on one stack show the spread. `--setting`
+passes `AUDIT_*` settings to the service, e.g. `--setting GROUP_COMMIT_LINGER_MS=0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from rich.console import Console
+from rich.table import Table
+
+from loadtests.bench.cpu import CpuMeter
+from loadtests.bench.http import HttpTarget, collector_paused, request_bytes
+from loadtests.bench.stack import BenchStack, TenantKey
+from loadtests.scenarios.events import EventFactory
+
+__all__ = ["Burst", "main", "read_status", "run_bursts", "send_together", "verdict"]
+
+TENANT = "burst"
+WARM_UP_EVENTS = 50  # per batch of the first, unmeasured burst
+
+
+@dataclass(frozen=True)
+class Burst:
+    """What one burst measured."""
+
+    first_ms: float
+    median_ms: float
+    last_ms: float
+    statuses: tuple[int, ...]
+    cpu_ms: dict[str, float]
+
+
+async def read_status(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (its body by `Content-Length`); return its status."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    lines = head.split("\r\n")
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    await reader.readexactly(length)
+    return int(lines[0].split(" ", 2)[1])
+
+
+async def send_together(target: HttpTarget, requests: Sequence[bytes]) -> list[tuple[float, int]]:
+    """Open a connection per request, then write them all at once.
+
+    Returns ``(seconds from the first write to the answer, status)`` for each request.
+    """
+    streams = [await asyncio.open_connection(target.host, target.port) for _ in requests]
+    started = time.perf_counter()
+
+    async def one(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[float, int]:
+        writer.write(request)
+        await writer.drain()
+        status = await read_status(reader)
+        return time.perf_counter() - started, status
+
+    try:
+        return await asyncio.gather(
+            *(one(r, w, req) for (r, w), req in zip(streams, requests, strict=True))
+        )
+    finally:
+        for _, writer in streams:
+            writer.close()
+
+
+def verdict(expected: int, stored: int, bursts: Sequence[Burst]) -> list[str]:
+    """What went wrong, if anything: statuses other than 201, events not stored."""
+    problems = []
+    others = sorted({s for b in bursts for s in b.statuses if s != 201})
+    if others:
+        problems.append(f"answers other than 201: {others}")
+    if stored != expected:
+        problems.append(f"{expected} events sent, {stored} stored")
+    return problems
+
+
+async def run_bursts(
+    stack: BenchStack, key: TenantKey, rounds: int, events: int, batches: int, pause_s: float
+) -> list[Burst]:
+    """One unmeasured burst of small batches, then ``rounds`` bursts of ``events``."""
+    target = HttpTarget.from_url(stack.api_url)
+    headers = {"Authorization": f"Bearer {key.key}", "Content-Type": "application/json"}
+    factory = EventFactory(seed=11)
+
+    def requests(size: int) -> list[bytes]:
+        return [
+            request_bytes(
+                "POST", "/v1/events:batch", target.host, headers, factory.batch_body(size)
+            )
+            for _ in range(batches)
+        ]
+
+    await send_together(target, requests(WARM_UP_EVENTS))
+    out = []
+    for _ in range(rounds):
+        await asyncio.sleep(pause_s)
+        prepared = requests(events // batches)
+        meter = CpuMeter(stack.cpu_parts())
+        with collector_paused():  # its collections stay outside the measurement
+            meter.start()
+            answers = await send_together(target, prepared)
+            spent = meter.stop()
+        times = sorted(1000 * t for t, _ in answers)
+        out.append(
+            Burst(
+                first_ms=times[0],
+                median_ms=statistics.median(times),
+                last_ms=times[-1],
+                statuses=tuple(s for _, s in answers),
+                cpu_ms={part: 1000 * spent.get(part, 0.0) for part in ("api", "postgres")}
+                | {"client": 1000 * spent.get("generator", 0.0)},
+            )
+        )
+    return out
+
+
+async def _stored(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(
+            await conn.fetchval("SELECT count(*) FROM audit_events WHERE tenant_id = $1", TENANT)
+        )
+    finally:
+        await conn.close()
+
+
+def _table(bursts: Sequence[Burst]) -> Table:
+    table = Table(title="bursts (ms from the first write)")
+    for name in ("burst", "first", "median", "last", "CPU: API", "PostgreSQL", "client"):
+        table.add_column(name, justify="right")
+    for i, b in enumerate(bursts, 1):
+        cpu = b.cpu_ms
+        table.add_row(
+            str(i),
+            *(f"{v:.0f}" for v in (b.first_ms, b.median_ms, b.last_ms)),
+            *(f"{cpu[p]:.0f}" for p in ("api", "postgres", "client")),
+        )
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bursts; 0 when every answer was 201 and every event is stored."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--events", type=int, default=5000, help="events per burst")
+    parser.add_argument("--batches", type=int, default=10, help="requests per burst")
+    parser.add_argument("--pause", type=float, default=2.0, help="seconds between bursts")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--out", type=Path, default=Path(".auditkit/burst"))
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.batches < 1 or args.events < args.batches or args.pause < 0:
+        parser.error("--rounds and --batches at least 1, --events at least --batches")
+    if any("=" not in pair for pair in args.setting):
+        parser.error("--setting takes NAME=VALUE")
+    settings = dict(pair.split("=", 1) for pair in args.setting)
+    console = Console()
+    stack = BenchStack(args.out, settings=settings)
+    try:
+        with console.status("starting PostgreSQL, Valkey and the service"):
+            stack.start()
+        [key] = stack.tenants([TENANT])
+        with console.status(f"{args.rounds} bursts of {args.events} events"):
+            bursts = asyncio.run(
+                run_bursts(stack, key, args.rounds, args.events, args.batches, args.pause)
+            )
+        stored = asyncio.run(_stored(stack.database_url))
+    finally:
+        stack.close()
+    console.print(_table(bursts))
+    lasts = sorted(b.last_ms for b in bursts)
+    console.print(
+        f"last answer: {lasts[0]:.0f} to {lasts[-1]:.0f} ms, "
+        f"median {statistics.median(lasts):.0f} ms over {len(bursts)} bursts"
+    )
+    sent = args.batches * (WARM_UP_EVENTS + args.rounds * (args.events // args.batches))
+    problems = verdict(sent, stored, bursts)
+    for problem in problems:
+        console.print(f"[red]{problem}[/red]")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
