@@ -18,25 +18,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from reference_impl.events.repository import EVENT_FIELDS
 from reference_impl.events.validation import PreparedEvent, canonical_bytes, sorted_json
 
-__all__ = ["STAGED_COLUMNS", "EventRows", "StagedEvent", "canonical_around", "stage"]
+__all__ = [
+    "CHAIN_COLUMNS",
+    "STAGED_COLUMNS",
+    "EventRows",
+    "StagedEvent",
+    "canonical_around",
+    "stage",
+]
 
 RECORDED_AT = "recorded_at"
 
-# The columns `stage` fills, in this order; the chain fills the rest under the lock.
-STAGED_COLUMNS = (
-    "tenant_id",
-    "event_id",
-    "occurred_at",
-    "action",
-    "category",
-    "outcome",
-    "data_classification",
-    "principal_id",
-    "subject_id",
-    "content_digest",
-)
+# The columns the commit fills under the lock; `stage` fills the event's other columns and
+# the index row's digest (`STAGED_COLUMNS`, in this order).
+CHAIN_COLUMNS = ("seq", "recorded_at", "canonical", "prev_hash", "hash", "key_id", "signature")
+STAGED_COLUMNS = (*(c for c in EVENT_FIELDS if c not in CHAIN_COLUMNS), "content_digest")
 
 
 @dataclass(frozen=True, slots=True)

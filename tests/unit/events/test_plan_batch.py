@@ -11,8 +11,8 @@ from reference_impl.core.errors import ConflictError
 from reference_impl.core.settings import Settings
 from reference_impl.events.ingest import BatchPlan
 from reference_impl.events.ingest import plan_batch as plan_prepared
-from reference_impl.events.repository import IndexEntry
-from reference_impl.events.staging import stage
+from reference_impl.events.repository import EVENT_FIELDS, IndexEntry
+from reference_impl.events.staging import CHAIN_COLUMNS, STAGED_COLUMNS, stage
 from reference_impl.events.validation import PreparedEvent, parse_event
 from reference_impl.integrity import GENESIS_HASH, ChainHead, KeyRing, chain_hash
 from tests.support.events import make_event
@@ -124,3 +124,10 @@ def test_same_id_in_two_requests_of_one_batch() -> None:
     first, second = plan.outcomes
     assert first[0].created and not second[0].created  # type: ignore[index]
     assert first[0].receipt == second[0].receipt  # type: ignore[index]
+
+
+def test_the_staged_and_the_chain_columns_are_every_column_once() -> None:
+    # `stage` fills what the chain does not; together, the event row and the digest.
+    assert sorted((*STAGED_COLUMNS, *CHAIN_COLUMNS)) == sorted((*EVENT_FIELDS, "content_digest"))
+    rows = plan_batch([("t", [_prepared()])], {"t": _head()}, {}, KEYRING, NOW).rows
+    assert set(rows.as_dicts()[0]) == {*EVENT_FIELDS, "content_digest"}
