@@ -123,6 +123,9 @@ def plan_batch(
     A request is all-or-nothing: if any of its events reuses a stored `event_id` with other
     content, the whole request gets a `ConflictError` and none of its events is written.
     A retried event with the same content gets its original receipt.
+
+    Raises:
+        ValueError: An event was staged for another tenant than its request's.
     """
     plan = BatchPlan(rows=EventRows(now), heads=dict(heads))
     rows = plan.rows
@@ -157,6 +160,8 @@ def plan_batch(
         head = plan.heads[tenant]
         seq, prev = head.next_seq, head.head_hash
         for st in events:
+            if st.columns[0] != tenant:
+                raise ValueError("an event staged for another tenant")
             key = (tenant, st.event.event_id)
             prior = seen.get(key)
             if prior is not None:

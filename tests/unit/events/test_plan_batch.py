@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from reference_impl.core.errors import ConflictError
 from reference_impl.core.settings import Settings
 from reference_impl.events.ingest import BatchPlan
@@ -131,3 +133,10 @@ def test_the_staged_and_the_chain_columns_are_every_column_once() -> None:
     assert sorted((*STAGED_COLUMNS, *CHAIN_COLUMNS)) == sorted((*EVENT_FIELDS, "content_digest"))
     rows = plan_batch([("t", [_prepared()])], {"t": _head()}, {}, KEYRING, NOW).rows
     assert set(rows.as_dicts()[0]) == {*EVENT_FIELDS, "content_digest"}
+
+
+def test_an_event_staged_for_another_tenant_is_refused() -> None:
+    # The staged canonical bytes and columns carry the tenant: they must be the request's.
+    staged = stage("a", [_prepared()])
+    with pytest.raises(ValueError, match="another tenant"):
+        plan_prepared([("b", staged)], {"b": _head()}, {}, KEYRING, NOW)
