@@ -41,13 +41,13 @@ from reference_impl.integrity.checkpoint import (
     sign_checkpoint,
 )
 from reference_impl.integrity.merkle import (
+    MemoryTree,
     SubtreeReader,
     consistency_proof,
     extend_frontier,
     frontier_root,
     inclusion_proof,
     leaf_hash,
-    node_hash,
     reads_of,
     root,
     verify_consistency,
@@ -187,15 +187,16 @@ class TreeWrites:
 LeafReader = Callable[[str, int, int], Awaitable[list[tuple[int, bytes]]]]
 
 
-async def plan_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str, Any]]) -> TreeWrites:
+async def plan_leaves(
+    conn: AsyncConnection, leaves: Sequence[tuple[str, int, bytes]]
+) -> TreeWrites:
     """Compute how the events a transaction inserts extend their tenants' trees.
 
-    Called inside that transaction with the rows it inserts; reads the frontiers, writes
-    nothing (`extend_trees` does the work).
+    Called inside that transaction with ``(tenant, seq, canonical)`` of each event it
+    inserts; reads the frontiers, writes nothing (`extend_trees` does the work).
     """
-    tenants = sorted({row["tenant_id"] for row in event_rows})
+    tenants = sorted({tenant for tenant, _, _ in leaves})
     frontiers = await repository.load_frontiers(conn, tenants) if tenants else {}
-    leaves = [(row["tenant_id"], row["seq"], row["canonical"]) for row in event_rows]
     return await extend_trees(leaves, frontiers, partial(repository.leaf_inputs, conn))
 
 
@@ -252,9 +253,9 @@ async def extend_trees(
     return TreeWrites(nodes, updated)
 
 
-async def append_leaves(conn: AsyncConnection, event_rows: Sequence[Mapping[str, Any]]) -> None:
+async def append_leaves(conn: AsyncConnection, leaves: Sequence[tuple[str, int, bytes]]) -> None:
     """Extend the trees with already inserted events and write the result (`plan_leaves`)."""
-    writes = await plan_leaves(conn, event_rows)
+    writes = await plan_leaves(conn, leaves)
     await repository.insert_nodes(conn, writes.nodes)
     await repository.save_frontiers(conn, writes.frontiers)
 
@@ -284,9 +285,7 @@ async def catch_up(conn: AsyncConnection, tenant: str) -> int:
             raise IntegrityCompromisedError(
                 f"the stored events of this tenant are not gapless between seq {size} and {end}"
             )
-        await append_leaves(
-            conn, [{"tenant_id": tenant, "seq": seq, "canonical": c} for seq, c in rows]
-        )
+        await append_leaves(conn, [(tenant, seq, c) for seq, c in rows])
         added += len(rows)
     return added
 
@@ -322,13 +321,12 @@ async def _hashed_from_events(
             "stored rows were removed"
         )
     leaves = {seq: leaf_hash(data) for seq, data in canonical.items()}
-    out = {}
-    for level, index in subtrees:
-        hashes = [leaves[seq] for seq in range(index << level, (index + 1) << level)]
-        while len(hashes) > 1:
-            hashes = [node_hash(a, b) for a, b in zip(hashes[::2], hashes[1::2], strict=True)]
-        out[(level, index)] = hashes[0]
-    return out
+    return {
+        (level, index): MemoryTree(
+            [leaves[seq] for seq in range(index << level, (index + 1) << level)]
+        ).subtree(level, 0)
+        for level, index in subtrees
+    }
 
 
 async def root_at(conn: AsyncConnection, tenant: str, size: int) -> bytes:
