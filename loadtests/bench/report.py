@@ -71,8 +71,8 @@ def _rate_table(offered: str, achieved: str, points: list[dict[str, Any]]) -> li
         waited = f"{p['waited']:,}" if "waited" in p else "-"
         lines.append(
             f"| {p['offered_per_s']:,.0f} | {p['achieved_per_s']:,.0f} | {_ms(lat['p50_ms'])} "
-            f"| {_ms(lat['p99_ms'])} | {_ms(lat['p999_ms'])} | {p['errors']} "
-            f"| {p['unanswered']} | {waited} |"
+            f"| {_ms(lat['p99_ms'])} | {_ms(lat['p999_ms'])} | {p['errors']:,} "
+            f"| {p['unanswered']:,} | {waited} |"
         )
     return lines
 
