@@ -206,10 +206,14 @@ async def _stored(database_url: str) -> int:
 
 
 def _table(bursts: Sequence[Burst], cores: int) -> Table:
-    table = Table(title="bursts (ms from the first write; CPU in ms)")
-    columns = ("burst", "first", "median", "last", "CPU: API", "PostgreSQL", "client")
-    for name in (*columns, "machine", "CPU floor", "cores busy"):
+    table = Table(
+        box=None,  # columns apart by their padding alone: ten of them fit 80 characters
+        title="bursts (ms)",
+    )
+    for name in ("burst", "first", "median", "last", "API", "PostgreSQL", "client", "machine"):
         table.add_column(name, justify="right")
+    for name in ("floor", "busy"):
+        table.add_column(name, justify="right", style="bold")
     for i, b in enumerate(bursts, 1):
         cpu = b.cpu_ms
         table.add_row(
@@ -221,6 +225,14 @@ def _table(bursts: Sequence[Burst], cores: int) -> Table:
             f"{b.cores_busy():.2f}",
         )
     return table
+
+
+# What the table's columns are, printed under it.
+LEGEND = (
+    "first, median, last: answers, from the first write. API, PostgreSQL, client, machine: "
+    "CPU spent on the burst. floor: the service's CPU (API + PostgreSQL) over the cores. "
+    "busy: the machine's CPU over the time to the last answer, in cores."
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.close()
     cores = os.cpu_count() or 1
     console.print(_table(bursts, cores))
+    console.print(LEGEND)
     lasts = sorted(b.last_ms for b in bursts)
     console.print(
         f"last answer: {lasts[0]:.0f} to {lasts[-1]:.0f} ms, "
