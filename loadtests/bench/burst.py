@@ -95,13 +95,13 @@ def cpu_floor_ms(cpu_ms: float, cores: int) -> float:
 
 
 def floor_summary(bursts: Sequence[Burst], cores: int, bound_ms: float = BOUND_MS) -> str:
-    """One sentence: the bursts' CPU floors and how many of them are under ``bound_ms``."""
+    """One sentence: the bursts' CPU floors and how many of them are within ``bound_ms``."""
     floors = sorted(b.floor_ms(cores) for b in bursts)
-    under = sum(f <= bound_ms for f in floors)
+    within = sum(f <= bound_ms for f in floors)
     return (
         f"CPU floor (the service's CPU over {cores} cores): {floors[0]:.0f} to "
         f"{floors[-1]:.0f} ms, median {statistics.median(floors):.0f} ms; "
-        f"{under} of {len(floors)} bursts within {bound_ms:.0f} ms"
+        f"{within} of {len(floors)} bursts within {bound_ms:.0f} ms"
     )
 
 
